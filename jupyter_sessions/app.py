@@ -1,0 +1,156 @@
+"""The server extension: configuration (traitlets) and wiring of store, manager and handlers.
+
+Everything an admin may set lives here as `c.SessionsApp.<name>`; see the README's Configuration
+section. Keys default to the environment so that a hub admin can set them in the single-user image
+without users ever seeing them through the API.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
+
+from .agent.context import ProviderSettings
+from .catalogue import BUILTIN_MODELS, Catalogue
+from .events import EventLog
+from .manager import ManagerConfig, SessionManager, WorkspaceSettings
+from .models import ModelInfo
+from .store import Store
+
+
+class SessionsApp(ExtensionApp):
+    """Agent sessions for Jupyter."""
+
+    name = "jupyter_sessions"
+    load_other_extensions = True
+
+    sandbox = Enum(
+        ["auto", "docker", "local"],
+        default_value="auto",
+        help="Sandbox backend: docker (isolated containers), local (host subprocesses, no isolation), "
+        "or auto (docker when an engine is reachable, else local).",
+    ).tag(config=True)
+    database_url = Unicode(help="SQLAlchemy URL of the session store (SQLite file in the Jupyter data dir by default).").tag(config=True)
+    data_dir = Unicode(help="Folder for the default database and the session workspaces.").tag(config=True)
+    docker_image = Unicode("", help="Sandbox image; empty = the project's own image, built offline on first use.").tag(config=True)
+    docker_url = Unicode("", help="Docker engine URL (default: DOCKER_HOST or the local unix socket).").tag(config=True)
+    sandbox_memory = Unicode("1g", help="Memory limit of a docker sandbox.").tag(config=True)
+    sandbox_cpus = Float(1.0, help="CPU limit of a docker sandbox.").tag(config=True)
+    sandbox_pids = Int(256, help="Process limit of a docker sandbox.").tag(config=True)
+    sandbox_network = Bool(False, help="Give docker sandboxes network access (off: --network none).").tag(config=True)
+    default_model = Unicode("claude-sonnet-4-5", help="Model used when a session names none.").tag(config=True)
+    models = List(Dict(), help="Extra or overriding model entries (ModelInfo fields).").tag(config=True)
+    hidden_models = List(Unicode(), help="Model ids to hide from every workspace.").tag(config=True)
+    workspaces = Dict(
+        help="Named workspaces: {name: {inactivity_timeout: s, features: [...], default_model: id}}. "
+        "'default' always exists.",
+    ).tag(config=True)
+    allow_local_repos = Bool(True, help="Allow repos given as a local path on the server.").tag(config=True)
+    git_credentials = Dict(
+        help="host -> token used (server-side only) to clone https repos from that host."
+    ).tag(config=True)
+    per_user_sessions = Bool(
+        False, help="Scope sessions to the authenticated user's name (for servers with a multi-user identity "
+        "provider). Off: the server's owner (JUPYTERHUB_USER or the OS user) owns every session.",
+    ).tag(config=True)
+    clone_timeout = Int(300, help="Seconds a repo clone may take.").tag(config=True)
+    anthropic_api_key = Unicode(help="Anthropic API key (default: $ANTHROPIC_API_KEY).").tag(config=True)
+    anthropic_base_url = Unicode(help="Anthropic API base URL (default: $ANTHROPIC_BASE_URL).").tag(config=True)
+    gemini_api_key = Unicode(help="Gemini API key (default: $GEMINI_API_KEY or $GOOGLE_API_KEY).").tag(config=True)
+    gemini_base_url = Unicode(help="Gemini API base URL (default: $GOOGLE_GEMINI_BASE_URL).").tag(config=True)
+    replay_dir = Unicode("", help="Folder of recorded transcripts; enables the offline `replay` model.").tag(config=True)
+    enable_replay = Bool(False, help="Offer the offline `replay` model (a recorded demo transcript).").tag(config=True)
+
+    @default("data_dir")
+    def _data_dir(self) -> str:
+        return str(Path(jupyter_data_dir()) / "jupyter_sessions")
+
+    @default("database_url")
+    def _database_url(self) -> str:
+        return f"sqlite:///{Path(self.data_dir) / 'sessions.db'}"
+
+    @default("anthropic_api_key")
+    def _anthropic_key(self) -> str:
+        return os.environ.get("ANTHROPIC_API_KEY", "")
+
+    @default("anthropic_base_url")
+    def _anthropic_url(self) -> str:
+        return os.environ.get("ANTHROPIC_BASE_URL", "")
+
+    @default("gemini_api_key")
+    def _gemini_key(self) -> str:
+        return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY", "")
+
+    @default("gemini_base_url")
+    def _gemini_url(self) -> str:
+        return os.environ.get("GOOGLE_GEMINI_BASE_URL", "")
+
+    # -------------------------------------------------------------------------------------------
+    def catalogue(self) -> Catalogue:
+        models = {m.id: m for m in BUILTIN_MODELS}
+        if self.enable_replay or self.replay_dir:
+            models["replay"] = ModelInfo(id="replay", label="Replay (recorded, offline)", provider="replay",
+                                         max_temperature=2.0, max_output_tokens=1_000_000)
+        for entry in self.models:
+            base = models.get(entry.get("id", ""))
+            merged = {**(base.model_dump() if base else {}), **entry}
+            models[merged["id"]] = ModelInfo(**merged)
+        for hidden in self.hidden_models:
+            models.pop(hidden, None)
+        return Catalogue(list(models.values()), self.default_model)
+
+    def workspace_settings(self) -> dict[str, WorkspaceSettings]:
+        spaces = {name: WorkspaceSettings(name=name, **cfg) for name, cfg in self.workspaces.items()}
+        spaces.setdefault("default", WorkspaceSettings(name="default"))
+        return spaces
+
+    def provider_settings(self) -> ProviderSettings:
+        return ProviderSettings(
+            anthropic_api_key=self.anthropic_api_key or None,
+            anthropic_base_url=self.anthropic_base_url or None,
+            gemini_api_key=self.gemini_api_key or None,
+            gemini_base_url=self.gemini_base_url or None,
+            replay_dir=self.replay_dir or None,
+        )
+
+    def initialize_settings(self) -> None:
+        store = Store(self.database_url)
+        config = ManagerConfig(
+            sandbox=self.sandbox,
+            workspaces_dir=Path(self.data_dir) / "workspaces",
+            docker_image=self.docker_image or None,
+            docker_url=self.docker_url or None,
+            memory=self.sandbox_memory,
+            cpus=self.sandbox_cpus,
+            pids=self.sandbox_pids,
+            network=self.sandbox_network,
+            allow_local_repos=self.allow_local_repos,
+            git_credentials=dict(self.git_credentials),
+            clone_timeout=self.clone_timeout,
+            per_user_sessions=self.per_user_sessions,
+        )
+        self.manager = SessionManager(
+            config=config,
+            store=store,
+            events=EventLog(store),
+            catalogue=self.catalogue(),
+            workspaces=self.workspace_settings(),
+            providers=self.provider_settings(),
+            log=self.log,
+        )
+        self.settings["jupyter_sessions_manager"] = self.manager
+
+    def initialize_handlers(self) -> None:
+        from .routes import handlers
+
+        self.handlers.extend(handlers(self.serverapp.base_url if self.serverapp else "/"))
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        await self.manager.ensure_started()
+
+    async def stop_extension(self) -> None:
+        await self.manager.shutdown()

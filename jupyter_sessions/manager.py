@@ -1,0 +1,485 @@
+"""The SessionManager owns sessions: phases, sandboxes, repos, agents and recovery.
+
+Handlers stay thin and call into this. Every phase change is an event committed before it is
+broadcast; the manager keeps only runtime objects (sandbox, agent) in memory, so a restarted server
+rebuilds everything else from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import logging
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from . import events as ev
+from .agent.context import AgentContext, ProviderSettings
+from .catalogue import Catalogue, SpecError
+from .events import EventLog
+from .models import (
+    RESTING_PHASES,
+    AgentState,
+    Phase,
+    RepoSpec,
+    Session,
+    SessionSpec,
+)
+from .repos import CloneError, clone, strip_userinfo
+from .sandbox.base import Limits, Sandbox, SandboxBackend, SandboxError, SandboxUnavailable
+from .store import SessionRow, Store, utcnow
+
+DAY = 24 * 3600
+
+
+class WorkspaceSettings(BaseModel):
+    """A named scope of settings (feature flags, defaults, limits)."""
+
+    name: str
+    inactivity_timeout: int = Field(default=DAY, ge=0)
+    features: list[str] = Field(default_factory=list)
+    default_model: str | None = None
+
+
+@dataclass
+class ManagerConfig:
+    sandbox: str = "auto"
+    workspaces_dir: Path = Path("workspaces")
+    docker_image: str | None = None
+    docker_url: str | None = None
+    memory: str = "1g"
+    cpus: float = 1.0
+    pids: int = 256
+    network: bool = False
+    allow_local_repos: bool = True
+    git_credentials: dict[str, str] = field(default_factory=dict)
+    clone_timeout: int = 300
+    per_user_sessions: bool = False
+
+    def limits(self) -> Limits:
+        return Limits(memory=self.memory, cpus=self.cpus, pids=self.pids, network=self.network)
+
+
+class SessionNotFound(KeyError):
+    pass
+
+
+class Conflict(RuntimeError):
+    """The operation does not fit the session's phase (HTTP 409)."""
+
+
+@dataclass
+class Runtime:
+    """In-memory parts of a live session."""
+
+    sandbox: Sandbox | None = None
+    agent: Any = None
+    posted: set[str] = field(default_factory=set)  # message ids handed to the agent
+
+
+def new_session_id() -> str:
+    return "s-" + secrets.token_hex(6)
+
+
+def to_session(row: SessionRow) -> Session:
+    return Session(
+        id=row.id,
+        display_name=row.display_name,
+        phase=Phase(row.phase),
+        agent_state=AgentState(row.agent_state) if row.agent_state else None,
+        spec=SessionSpec.model_validate(row.spec),
+        owner=row.owner,
+        sandbox=row.sandbox,
+        isolated=bool(row.isolated),
+        created=row.created,
+        started=row.started,
+        stopped=row.stopped,
+        reason=row.reason,
+        last_seq=row.last_seq,
+    )
+
+
+class SessionManager:
+    def __init__(
+        self,
+        *,
+        config: ManagerConfig,
+        store: Store,
+        events: EventLog,
+        catalogue: Catalogue,
+        workspaces: dict[str, WorkspaceSettings],
+        providers: ProviderSettings,
+        log: logging.Logger | None = None,
+    ):
+        self.config = config
+        self.store = store
+        self.events = events
+        self.catalogue = catalogue
+        self.workspaces = workspaces
+        self.providers = providers
+        self.log = log or logging.getLogger("jupyter_sessions")
+        self._runtimes: dict[str, Runtime] = {}
+        self._backends: dict[str, SandboxBackend] = {}
+        self._started: asyncio.Task | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.per_user = config.per_user_sessions
+        self.server_owner = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+    # start-up and shutdown -------------------------------------------------------------------
+    async def ensure_started(self) -> None:
+        """Migrate the store, recover sessions a previous server left, clean orphans (once)."""
+        if self._started is None:
+            self._started = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._started)
+
+    async def _start(self) -> None:
+        await self.store.migrate()
+        self.config.workspaces_dir.mkdir(parents=True, exist_ok=True)
+        rows = await self.store.list_sessions()
+        live = {r.id for r in rows}
+        for name in {r.sandbox for r in rows} | ({"docker"} if self.config.sandbox == "docker" else set()):
+            try:
+                backend = await self._backend(name)
+                removed = await backend.cleanup_orphans(live)
+                if removed:
+                    self.log.info("jupyter-sessions removed orphan sandboxes: %s", removed)
+            except Exception as e:  # an engine that is down now must not stop the server
+                self.log.warning("jupyter-sessions could not check %s sandboxes: %s", name, e)
+        for row in rows:
+            if row.phase in (Phase.pending.value, Phase.creating.value, Phase.running.value, Phase.stopping.value):
+                self._spawn(self._recover(row.id, Phase(row.phase)))
+
+    async def shutdown(self) -> None:
+        """Server exit: stop agents, leave sandboxes and phases for the next start to recover."""
+        for task in list(self._tasks):
+            task.cancel()
+        for rt in list(self._runtimes.values()):
+            if rt.agent is not None:
+                try:
+                    await asyncio.wait_for(rt.agent.close(), 5) if hasattr(rt.agent, "close") else None
+                except Exception:
+                    pass
+        for backend in self._backends.values():
+            await backend.close()
+        await self.store.close()
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _lock(self, sid: str) -> asyncio.Lock:
+        return self._locks.setdefault(sid, asyncio.Lock())
+
+    # backends -------------------------------------------------------------------------------
+    async def _backend(self, name: str) -> SandboxBackend:
+        if name not in self._backends:
+            from .sandbox import make_backend
+
+            kwargs: dict[str, Any] = {}
+            if name == "docker":
+                kwargs = {"image": self.config.docker_image, "docker_url": self.config.docker_url}
+            self._backends[name] = make_backend(name, **kwargs)
+        return self._backends[name]
+
+    async def choose_backend(self) -> tuple[str, SandboxBackend]:
+        """The backend new sessions use; `auto` prefers docker when an engine answers."""
+        if self.config.sandbox == "auto":
+            docker = await self._backend("docker")
+            try:
+                await docker.check()
+                return "docker", docker
+            except SandboxUnavailable:
+                return "local", await self._backend("local")
+        backend = await self._backend(self.config.sandbox)
+        return self.config.sandbox, backend
+
+    # queries --------------------------------------------------------------------------------
+    async def get(self, sid: str, owner: str | None = None) -> SessionRow:
+        row = await self.store.get_session(sid)
+        if row is None or (owner is not None and row.owner != owner):
+            raise SessionNotFound(sid)
+        return row
+
+    async def list(self, owner: str | None = None) -> list[SessionRow]:
+        return await self.store.list_sessions(owner)
+
+    def workspace_of(self, spec: SessionSpec) -> WorkspaceSettings:
+        return self.workspaces.get(spec.workspace) or self.workspaces["default"]
+
+    def workspace_path(self, sid: str) -> Path:
+        return self.config.workspaces_dir / sid
+
+    def inactivity_timeout(self, spec: SessionSpec) -> int:
+        """The session's own value, then its workspace's, then 24 h."""
+        if spec.inactivity_timeout is not None:
+            return spec.inactivity_timeout
+        return self.workspace_of(spec).inactivity_timeout
+
+    # create ---------------------------------------------------------------------------------
+    async def create(self, spec: SessionSpec, owner: str) -> SessionRow:
+        """Validate, store as Pending, and provision in the background."""
+        if spec.workspace not in self.workspaces:
+            raise SpecError("workspace", f"unknown workspace {spec.workspace!r}")
+        self.catalogue.validate_spec(spec, set(self.workspace_of(spec).features))
+        if self.config.sandbox != "auto":
+            backend = await self._backend(self.config.sandbox)
+            await backend.check()  # SandboxUnavailable -> clear 503 before anything is stored
+            name = self.config.sandbox
+        else:
+            name, backend = await self.choose_backend()
+        sid = new_session_id()
+        auto_name = spec.display_name is None
+        display = spec.display_name or (
+            _name_from_text(spec.initial_prompt) if spec.initial_prompt else f"Session {sid[2:8]}"
+        )
+        row = SessionRow(
+            id=sid, owner=owner, display_name=display, phase=Phase.pending.value, agent_state=None,
+            spec=spec.model_dump(mode="json"), sandbox=name, isolated=int(backend.isolated),
+            created=utcnow(), last_seq=0, state={"auto_name": auto_name and not spec.initial_prompt},
+        )
+        await self.store.insert_session(row)
+        await self._phase(sid, Phase.pending, "session created")
+        self._spawn(self._provision(sid, first=True))
+        return await self.get(sid)
+
+    async def _phase(self, sid: str, phase: Phase, reason: str, **values: Any) -> None:
+        now = utcnow()
+        if phase is Phase.running:
+            values.setdefault("started", now)
+        if phase in RESTING_PHASES:
+            values.setdefault("stopped", now)
+            values.setdefault("agent_state", None)
+        if phase in (Phase.stopped, Phase.failed, Phase.completed):
+            values.setdefault("reason", reason)
+        elif phase in (Phase.pending, Phase.creating, Phase.running):
+            values.setdefault("reason", None)
+        await self.events.append(sid, ev.PHASE_CHANGED, {"phase": phase.value, "reason": reason},
+                                 phase=phase.value, **values)
+
+    async def _provision(self, sid: str, *, first: bool) -> None:
+        """Creating: workspace, clones (first time only), sandbox start, agent start -> Running."""
+        async with self._lock(sid):
+            row = await self.store.get_session(sid)
+            if row is None:
+                return
+            spec = SessionSpec.model_validate(row.spec)
+            await self._phase(sid, Phase.creating, "provisioning the sandbox" if first else "resuming")
+            workspace = self.workspace_path(sid)
+            workspace.mkdir(parents=True, exist_ok=True)
+            try:
+                backend = await self._backend(row.sandbox)
+                await backend.check()
+            except SandboxError as e:
+                await self._phase(sid, Phase.failed, f"sandbox unavailable: {e}")
+                return
+            if not backend.isolated and first:
+                await self.events.append(sid, ev.SANDBOX_WARNING, {
+                    "message": "local sandbox: the agent's tools run on the server host without isolation"})
+            if first:
+                for repo in spec.repos:
+                    await self._clone(sid, repo)
+            sandbox = backend.sandbox(sid, workspace, self.config.limits())
+            try:
+                info = await sandbox.start()
+                await sandbox.adopt(workspace)
+            except SandboxError as e:
+                await self._phase(sid, Phase.failed, f"sandbox could not start: {e}")
+                return
+            except Exception as e:  # engine errors of any shape end in a true phase
+                self.log.exception("sandbox start failed for %s", sid)
+                await self._phase(sid, Phase.failed, f"sandbox could not start: {type(e).__name__}: {e}")
+                return
+            self._runtimes[sid] = Runtime(sandbox=sandbox)
+            await self.events.append(sid, ev.SANDBOX_STARTED, {
+                "backend": info.backend, "isolated": info.isolated, "ref": info.ref})
+            await self._phase(sid, Phase.running, "sandbox ready")
+            await self._start_agent(sid, row, spec, initial=first)
+
+    async def _clone(self, sid: str, repo: RepoSpec) -> bool:
+        dest = self.workspace_path(sid) / "repos" / repo.folder()
+        shown = strip_userinfo(repo.url)
+        try:
+            result = await clone(repo, dest, credentials=self.config.git_credentials,
+                                 allow_local=self.config.allow_local_repos, timeout=self.config.clone_timeout)
+        except CloneError as e:
+            await self.events.append(sid, ev.REPO_CLONE_FAILED, {
+                "url": shown, "branch": repo.branch, "error": str(e)})
+            return False
+        await self.events.append(sid, ev.REPO_CLONED, {
+            "url": shown, "branch": result.branch, "commit": result.commit,
+            "path": f"/workspace/repos/{dest.name}"})
+        return True
+
+    # agent ----------------------------------------------------------------------------------
+    async def _start_agent(self, sid: str, row: SessionRow, spec: SessionSpec, *, initial: bool) -> None:
+        try:
+            from .agent.loop import Agent
+        except ImportError:  # the engine is optional in a partial install
+            await self.events.append(sid, ev.AGENT_STATE_CHANGED, {"state": "idle"}, agent_state="idle")
+            return
+        rt = self._runtimes[sid]
+        info = self.catalogue.get(spec.model)
+        ctx = AgentContext(
+            session_id=sid, spec=spec, model=info, thinking=self.catalogue.effective_thinking(spec),
+            sandbox=rt.sandbox, events=self.events, store=self.store, providers=self.providers,
+            request_stop=lambda reason: self._request_stop(sid, reason),
+            on_run_finished=lambda: self._run_finished(sid),
+        )
+        rt.agent = Agent(ctx)
+        await rt.agent.start()
+        for message_id, text in await self._undelivered(sid):  # sent while no agent was listening
+            if message_id not in rt.posted:
+                rt.posted.add(message_id)
+                rt.agent.post_message(text, message_id)
+        if initial and spec.initial_prompt:
+            await self.post_message(sid, spec.initial_prompt)
+
+    async def _request_stop(self, sid: str, reason: str) -> None:
+        self._spawn(self.stop(sid, reason=reason))
+
+    async def _run_finished(self, sid: str) -> None:
+        row = await self.store.get_session(sid)
+        if row is not None and SessionSpec.model_validate(row.spec).complete_when_done:
+            self._spawn(self.stop(sid, reason="the agent finished its work", final=Phase.completed))
+
+    async def post_message(self, sid: str, text: str) -> str:
+        row = await self.get(sid)
+        if row.phase not in (Phase.pending.value, Phase.creating.value, Phase.running.value):
+            raise Conflict(f"the session is {row.phase}; resume it before sending messages")
+        message_id = "m-" + secrets.token_hex(6)
+        await self.events.append(sid, "USER_MESSAGE", {"message_id": message_id, "text": text, "status": "queued"})
+        rt = self._runtimes.get(sid)
+        if rt is not None and rt.agent is not None:
+            rt.posted.add(message_id)
+            rt.agent.post_message(text, message_id)
+        # else: the USER_MESSAGE event is the queue; _start_agent delivers it
+        return message_id
+
+    async def _undelivered(self, sid: str) -> list[tuple[str, str]]:
+        """USER_MESSAGEs without a MESSAGE_DELIVERED, in order: the event log is the queue."""
+        pending: dict[str, str] = {}
+        after = 0
+        while batch := await self.events.replay(sid, after):
+            for e in batch:
+                if e.type == "USER_MESSAGE":
+                    pending[e.data["message_id"]] = e.data["text"]
+                elif e.type == "MESSAGE_DELIVERED":
+                    pending.pop(e.data.get("message_id"), None)
+            after = batch[-1].seq
+        return list(pending.items())
+
+    async def answer(self, sid: str, tool_call_id: str, answers: list) -> None:
+        await self.get(sid)
+        rt = self._runtimes.get(sid)
+        if rt is None or rt.agent is None:
+            raise Conflict("the session is not running; resume it to answer the question")
+        await rt.agent.answer(tool_call_id, answers)
+
+    # operations -----------------------------------------------------------------------------
+    async def rename(self, sid: str, name: str) -> None:
+        row = await self.get(sid)
+        await self.events.append(sid, ev.SESSION_RENAMED, {"display_name": name}, display_name=name,
+                                 state={**row.state, "auto_name": False})
+
+    async def add_repo(self, sid: str, repo: RepoSpec) -> bool:
+        row = await self.get(sid)
+        if row.phase in (Phase.stopping.value,) or row.phase in {p.value for p in RESTING_PHASES}:
+            raise Conflict(f"the session is {row.phase}; repos can be attached while it is Pending, Creating or Running")
+        spec = SessionSpec.model_validate(row.spec)
+        if repo.folder() in {r.folder() for r in spec.repos}:
+            raise SpecError("name", f"the session already has a repo in repos/{repo.folder()}; give this one a 'name'", 409)
+        spec.repos.append(repo)
+        await self.store.update_session(sid, spec=spec.model_dump(mode="json"))
+        if row.phase == Phase.running.value:
+            async with self._lock(sid):
+                ok = await self._clone(sid, repo)
+                rt = self._runtimes.get(sid)
+                if ok and rt and rt.sandbox:
+                    await rt.sandbox.adopt(self.workspace_path(sid) / "repos" / repo.folder())
+                return ok
+        return True  # cloned by the provisioning that is under way
+
+    async def stop(self, sid: str, *, reason: str = "stopped by the user", final: Phase = Phase.stopped) -> None:
+        row = await self.get(sid)
+        if row.phase in {p.value for p in RESTING_PHASES}:
+            return
+        async with self._lock(sid):
+            row = await self.get(sid)
+            if row.phase in {p.value for p in RESTING_PHASES}:
+                return
+            await self._phase(sid, Phase.stopping, reason)
+            rt = self._runtimes.pop(sid, None)
+            await self._teardown(rt, reason)
+            await self._phase(sid, final, reason)
+
+    async def _teardown(self, rt: Runtime | None, reason: str) -> None:
+        if rt is None:
+            return
+        if rt.agent is not None:
+            try:
+                await asyncio.wait_for(rt.agent.shutdown(reason), 30)
+            except Exception:
+                self.log.exception("agent shutdown failed")
+        if rt.sandbox is not None:
+            try:
+                await rt.sandbox.kill_processes()
+            except SandboxError:
+                pass
+            try:
+                await rt.sandbox.stop()
+            except SandboxError as e:
+                self.log.warning("sandbox stop failed: %s", e)
+
+    async def resume(self, sid: str) -> SessionRow:
+        row = await self.get(sid)
+        if row.phase not in {p.value for p in RESTING_PHASES}:
+            raise Conflict(f"the session is {row.phase}; only Stopped, Completed or Failed sessions can be resumed")
+        self._spawn(self._provision(sid, first=False))
+        return row
+
+    async def delete(self, sid: str) -> None:
+        """Stop if needed, then remove the sandbox, the workspace and every row."""
+        row = await self.get(sid)
+        async with self._lock(sid):
+            rt = self._runtimes.pop(sid, None)
+            await self._teardown(rt, "session deleted")
+            try:
+                backend = await self._backend(row.sandbox)
+                sandbox = rt.sandbox if rt and rt.sandbox else backend.sandbox(sid, self.workspace_path(sid), self.config.limits())
+                await sandbox.remove()
+            except SandboxError as e:
+                self.log.warning("sandbox removal for %s failed (orphan clean-up will retry): %s", sid, e)
+            await asyncio.to_thread(shutil.rmtree, self.workspace_path(sid), True)
+            await self.store.delete_session(sid)
+            self.events.close_session(sid)
+        self._locks.pop(sid, None)
+
+    # recovery -------------------------------------------------------------------------------
+    async def _recover(self, sid: str, phase: Phase) -> None:
+        """Finish what a previous server left half-done."""
+        try:
+            if phase is Phase.stopping:
+                async with self._lock(sid):
+                    await self._phase(sid, Phase.stopped, "stop finished after a server restart")
+                return
+            row = await self.get(sid)
+            if phase is Phase.running:
+                await self.events.append(sid, ev.SANDBOX_WARNING, {"message": "server restarted; re-attaching the sandbox"})
+            self._spawn(self._provision(sid, first=row.started is None))
+        except Exception as e:
+            self.log.exception("recovery of %s failed", sid)
+            await self._phase(sid, Phase.failed, f"could not recover after a server restart: {e}")
+
+
+def _name_from_text(text: str) -> str:
+    line = " ".join(text.strip().split())
+    return (line[:57] + "...") if len(line) > 60 else (line or "Untitled session")

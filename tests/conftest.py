@@ -1,0 +1,103 @@
+"""Shared fixtures: a real Jupyter server with the extension, an API helper, a test git repo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+def sandbox_kind() -> str:
+    """Backend for the server under test; override with indirect parametrization."""
+    return "local"
+
+
+@pytest.fixture
+def sessions_config(tmp_path, sandbox_kind) -> dict:
+    """SessionsApp config for the test server; tests may extend it."""
+    return {"sandbox": sandbox_kind, "data_dir": str(tmp_path / "sessions-data"), "enable_replay": True}
+
+
+@pytest.fixture
+def jp_server_config(sessions_config):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_sessions": True},
+            "allow_unauthenticated_access": False,
+        },
+        "SessionsApp": sessions_config,
+    }
+
+
+class Api:
+    """Calls the sessions API through jp_fetch; returns (status, json)."""
+
+    def __init__(self, jp_fetch):
+        self._fetch = jp_fetch
+
+    async def call(self, method: str, *path: str, body=None, params=None, headers=None):
+        kwargs = {"method": method, "raise_error": False, "params": params or {}}
+        if body is not None:
+            kwargs["body"] = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        elif method in ("POST", "PATCH", "PUT"):
+            kwargs["body"] = b"{}"
+        if headers is not None:
+            kwargs["headers"] = headers
+        resp = await self._fetch("jupyter-sessions", "api", *path, **kwargs)
+        text = resp.body.decode() if resp.body else ""
+        return resp.code, (json.loads(text) if text else None)
+
+    async def ok(self, method: str, *path: str, body=None, params=None, status=None):
+        code, data = await self.call(method, *path, body=body, params=params)
+        assert code < 300 and (status is None or code == status), (code, data)
+        return data
+
+    async def wait_phase(self, sid: str, *phases: str, timeout: float = 120) -> dict:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            s = await self.ok("GET", "sessions", sid)
+            if s["phase"] in phases:
+                return s
+            assert loop.time() < end, f"session stuck in {s['phase']} (wanted {phases}): {s}"
+            await asyncio.sleep(0.1)
+
+    async def events(self, sid: str, after: int = 0) -> list[dict]:
+        return (await self.ok("GET", "sessions", sid, "events", params={"after": str(after)}))["events"]
+
+
+@pytest.fixture
+def api(jp_fetch) -> Api:
+    return Api(jp_fetch)
+
+
+def _git(*args, cwd=None):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": "/tmp",
+                        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"})
+
+
+@pytest.fixture
+def bare_repo(tmp_path) -> Path:
+    """A local bare git repo with a README on `main` and a `feature` branch."""
+    work = tmp_path / "src-repo"
+    work.mkdir()
+    _git("init", "-q", "-b", "main", cwd=work)
+    (work / "README.md").write_text("# demo\n")
+    _git("add", ".", cwd=work)
+    _git("commit", "-q", "-m", "init", cwd=work)
+    _git("checkout", "-q", "-b", "feature", cwd=work)
+    (work / "feature.txt").write_text("feature\n")
+    _git("add", ".", cwd=work)
+    _git("commit", "-q", "-m", "feature", cwd=work)
+    _git("checkout", "-q", "main", cwd=work)
+    bare = tmp_path / "demo.git"
+    _git("clone", "-q", "--bare", str(work), str(bare))
+    return bare
