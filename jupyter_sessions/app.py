@@ -143,6 +143,24 @@ class SessionsApp(ExtensionApp):
             log=self.log,
         )
         self.settings["jupyter_sessions_manager"] = self.manager
+        self._export_server_env()
+
+    def _export_server_env(self) -> None:
+        """Tell kernels this server starts where the API is (they inherit the server's environment).
+
+        `jupyter_sessions.client` reads these; under JupyterHub the base URL carries `/user/<name>/`.
+        """
+        if self.serverapp is None:
+            return
+        base = self.serverapp.base_url
+        os.environ["JUPYTER_SESSIONS_BASE_URL"] = base
+        scheme = "https" if self.serverapp.certfile else "http"
+        ip = self.serverapp.ip
+        host = "127.0.0.1" if ip in ("", "0.0.0.0", "*", "localhost") else (f"[{ip}]" if ":" in ip else ip)
+        os.environ["JUPYTER_SESSIONS_SERVER_URL"] = f"{scheme}://{host}:{self.serverapp.port}{base}"
+        token = getattr(self.serverapp.identity_provider, "token", "") or ""
+        if token:
+            os.environ["JUPYTER_SESSIONS_TOKEN"] = token
 
     def initialize_handlers(self) -> None:
         from .routes import handlers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import hashlib
 import os
 import logging
 import secrets
@@ -131,6 +132,8 @@ class SessionManager:
         self._tasks: set[asyncio.Task] = set()
         self.per_user = config.per_user_sessions
         self.server_owner = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+        # Labels this server's sandboxes so orphan clean-up never touches another server's.
+        self.instance = hashlib.sha256(str(config.workspaces_dir.resolve()).encode()).hexdigest()[:12]
 
     # start-up and shutdown -------------------------------------------------------------------
     async def ensure_started(self) -> None:
@@ -186,7 +189,9 @@ class SessionManager:
 
             kwargs: dict[str, Any] = {}
             if name == "docker":
-                kwargs = {"image": self.config.docker_image, "docker_url": self.config.docker_url}
+                kwargs = {"image": self.config.docker_image, "docker_url": self.config.docker_url,
+                          "memory": self.config.memory, "cpus": self.config.cpus, "pids": self.config.pids,
+                          "network": self.config.network, "instance": self.instance}
             self._backends[name] = make_backend(name, **kwargs)
         return self._backends[name]
 

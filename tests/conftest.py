@@ -13,9 +13,9 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
 @pytest.fixture
-def sandbox_kind() -> str:
+def sandbox_kind(request) -> str:
     """Backend for the server under test; override with indirect parametrization."""
-    return "local"
+    return getattr(request, "param", "local")
 
 
 @pytest.fixture
