@@ -57,6 +57,7 @@ class SessionsApp(ExtensionApp):
         False, help="Scope sessions to the authenticated user's name (for servers with a multi-user identity "
         "provider). Off: the server's owner (JUPYTERHUB_USER or the OS user) owns every session.",
     ).tag(config=True)
+    watch_interval = Float(5.0, help="Seconds between checks for dead sandboxes and inactive sessions.").tag(config=True)
     clone_timeout = Int(300, help="Seconds a repo clone may take.").tag(config=True)
     anthropic_api_key = Unicode(help="Anthropic API key (default: $ANTHROPIC_API_KEY).").tag(config=True)
     anthropic_base_url = Unicode(help="Anthropic API base URL (default: $ANTHROPIC_BASE_URL).").tag(config=True)
@@ -132,6 +133,7 @@ class SessionsApp(ExtensionApp):
             git_credentials=dict(self.git_credentials),
             clone_timeout=self.clone_timeout,
             per_user_sessions=self.per_user_sessions,
+            watch_interval=self.watch_interval,
         )
         self.manager = SessionManager(
             config=config,

@@ -14,6 +14,7 @@ import os
 import logging
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .models import (
     Session,
     SessionSpec,
 )
+from .lifecycle import Conflict, check
 from .repos import CloneError, clone, strip_userinfo
 from .sandbox.base import Limits, Sandbox, SandboxBackend, SandboxError, SandboxUnavailable
 from .store import SessionRow, Store, utcnow
@@ -62,6 +64,7 @@ class ManagerConfig:
     git_credentials: dict[str, str] = field(default_factory=dict)
     clone_timeout: int = 300
     per_user_sessions: bool = False
+    watch_interval: float = 5.0  # seconds between sandbox liveness / inactivity checks
 
     def limits(self) -> Limits:
         return Limits(memory=self.memory, cpus=self.cpus, pids=self.pids, network=self.network)
@@ -71,10 +74,6 @@ class SessionNotFound(KeyError):
     pass
 
 
-class Conflict(RuntimeError):
-    """The operation does not fit the session's phase (HTTP 409)."""
-
-
 @dataclass
 class Runtime:
     """In-memory parts of a live session."""
@@ -82,6 +81,8 @@ class Runtime:
     sandbox: Sandbox | None = None
     agent: Any = None
     posted: set[str] = field(default_factory=set)  # message ids handed to the agent
+    watchdog: asyncio.Task | None = None
+    last_activity: float = field(default_factory=time.monotonic)
 
 
 def new_session_id() -> str:
@@ -130,6 +131,7 @@ class SessionManager:
         self._started: asyncio.Task | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._provisioning: dict[str, asyncio.Task] = {}
         self.per_user = config.per_user_sessions
         self.server_owner = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
         # Labels this server's sandboxes so orphan clean-up never touches another server's.
@@ -147,26 +149,36 @@ class SessionManager:
         self.config.workspaces_dir.mkdir(parents=True, exist_ok=True)
         rows = await self.store.list_sessions()
         live = {r.id for r in rows}
-        for name in {r.sandbox for r in rows} | ({"docker"} if self.config.sandbox == "docker" else set()):
+        await self._remove_orphans(live, {r.sandbox for r in rows})
+        for row in rows:
+            if row.phase in (Phase.pending.value, Phase.creating.value, Phase.running.value, Phase.stopping.value):
+                self._spawn(self._recover(row.id, Phase(row.phase)))
+
+    async def _remove_orphans(self, live: set[str], backends: set[str]) -> None:
+        """Sandboxes and workspaces whose session is gone (a crash mid-delete, a wiped database)."""
+        if self.config.sandbox in ("docker", "auto"):
+            backends = backends | {"docker"}
+        for name in backends:
             try:
                 backend = await self._backend(name)
                 removed = await backend.cleanup_orphans(live)
                 if removed:
-                    self.log.info("jupyter-sessions removed orphan sandboxes: %s", removed)
+                    self.log.info("jupyter-sessions removed orphan %s sandboxes: %s", name, removed)
             except Exception as e:  # an engine that is down now must not stop the server
                 self.log.warning("jupyter-sessions could not check %s sandboxes: %s", name, e)
-        for row in rows:
-            if row.phase in (Phase.pending.value, Phase.creating.value, Phase.running.value, Phase.stopping.value):
-                self._spawn(self._recover(row.id, Phase(row.phase)))
+        for path in self.config.workspaces_dir.iterdir():
+            if path.is_dir() and path.name not in live:
+                self.log.info("jupyter-sessions removed orphan workspace %s", path)
+                await asyncio.to_thread(shutil.rmtree, path, True)
 
     async def shutdown(self) -> None:
         """Server exit: stop agents, leave sandboxes and phases for the next start to recover."""
         for task in list(self._tasks):
             task.cancel()
         for rt in list(self._runtimes.values()):
-            if rt.agent is not None:
+            if rt.agent is not None and hasattr(rt.agent, "close"):
                 try:
-                    await asyncio.wait_for(rt.agent.close(), 5) if hasattr(rt.agent, "close") else None
+                    await asyncio.wait_for(rt.agent.close(), 5)
                 except Exception:
                     pass
         for backend in self._backends.values():
@@ -253,8 +265,18 @@ class SessionManager:
         )
         await self.store.insert_session(row)
         await self._phase(sid, Phase.pending, "session created")
-        self._spawn(self._provision(sid, first=True))
+        self._start_provisioning(sid, first=True)
         return await self.get(sid)
+
+    async def clone(self, sid: str, owner: str) -> SessionRow:
+        """A new session with the same configuration, repos and workflow; no chat history."""
+        row = await self.get(sid)
+        spec = SessionSpec.model_validate(row.spec)
+        copy = spec.model_copy(update={
+            "display_name": _copy_name(row.display_name), "initial_prompt": None, "complete_when_done": False})
+        new = await self.create(copy, owner)
+        await self.events.append(new.id, "SESSION_CLONED", {"source": sid})
+        return new
 
     async def _phase(self, sid: str, phase: Phase, reason: str, **values: Any) -> None:
         now = utcnow()
@@ -270,14 +292,23 @@ class SessionManager:
         await self.events.append(sid, ev.PHASE_CHANGED, {"phase": phase.value, "reason": reason},
                                  phase=phase.value, **values)
 
+    def _start_provisioning(self, sid: str, *, first: bool) -> None:
+        task = self._spawn(self._provision(sid, first=first))
+        self._provisioning[sid] = task
+        task.add_done_callback(lambda t: self._provisioning.pop(sid, None) if self._provisioning.get(sid) is t else None)
+
     async def _provision(self, sid: str, *, first: bool) -> None:
-        """Creating: workspace, clones (first time only), sandbox start, agent start -> Running."""
+        """Creating: workspace, clones (first time only), sandbox start, agent start -> Running.
+
+        Cancellable: Stop and Delete cancel it and clean up after it.
+        """
         async with self._lock(sid):
             row = await self.store.get_session(sid)
             if row is None:
                 return
             spec = SessionSpec.model_validate(row.spec)
-            await self._phase(sid, Phase.creating, "provisioning the sandbox" if first else "resuming")
+            if row.phase != Phase.creating.value:
+                await self._phase(sid, Phase.creating, "provisioning the sandbox")
             workspace = self.workspace_path(sid)
             workspace.mkdir(parents=True, exist_ok=True)
             try:
@@ -293,21 +324,29 @@ class SessionManager:
                 for repo in spec.repos:
                     await self._clone(sid, repo)
             sandbox = backend.sandbox(sid, workspace, self.config.limits())
-            try:
-                info = await sandbox.start()
-                await sandbox.adopt(workspace)
-            except SandboxError as e:
-                await self._phase(sid, Phase.failed, f"sandbox could not start: {e}")
+            rt = self._runtimes[sid] = Runtime(sandbox=sandbox)
+            if not await self._start_sandbox(sid, rt):
                 return
-            except Exception as e:  # engine errors of any shape end in a true phase
-                self.log.exception("sandbox start failed for %s", sid)
-                await self._phase(sid, Phase.failed, f"sandbox could not start: {type(e).__name__}: {e}")
-                return
-            self._runtimes[sid] = Runtime(sandbox=sandbox)
-            await self.events.append(sid, ev.SANDBOX_STARTED, {
-                "backend": info.backend, "isolated": info.isolated, "ref": info.ref})
             await self._phase(sid, Phase.running, "sandbox ready")
-            await self._start_agent(sid, row, spec, initial=first)
+            await self._start_agent(sid, rt, spec, initial=first)
+
+    async def _start_sandbox(self, sid: str, rt: Runtime) -> bool:
+        """Start (or re-attach to) the sandbox; on failure the session is Failed with the cause."""
+        try:
+            info = await rt.sandbox.start()
+            await rt.sandbox.adopt(self.workspace_path(sid))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # engine errors of any shape end in a true phase
+            if not isinstance(e, SandboxError):
+                self.log.exception("sandbox start failed for %s", sid)
+            self._runtimes.pop(sid, None)
+            await self._phase(sid, Phase.failed, f"sandbox could not start: {e}")
+            return False
+        await self.events.append(sid, ev.SANDBOX_STARTED, {
+            "backend": info.backend, "isolated": info.isolated, "ref": info.ref})
+        rt.watchdog = self._spawn(self._watch(sid, rt))
+        return True
 
     async def _clone(self, sid: str, repo: RepoSpec) -> bool:
         dest = self.workspace_path(sid) / "repos" / repo.folder()
@@ -325,13 +364,12 @@ class SessionManager:
         return True
 
     # agent ----------------------------------------------------------------------------------
-    async def _start_agent(self, sid: str, row: SessionRow, spec: SessionSpec, *, initial: bool) -> None:
+    async def _start_agent(self, sid: str, rt: Runtime, spec: SessionSpec, *, initial: bool) -> None:
         try:
             from .agent.loop import Agent
         except ImportError:  # the engine is optional in a partial install
             await self.events.append(sid, ev.AGENT_STATE_CHANGED, {"state": "idle"}, agent_state="idle")
             return
-        rt = self._runtimes[sid]
         info = self.catalogue.get(spec.model)
         ctx = AgentContext(
             session_id=sid, spec=spec, model=info, thinking=self.catalogue.effective_thinking(spec),
@@ -352,17 +390,21 @@ class SessionManager:
         self._spawn(self.stop(sid, reason=reason))
 
     async def _run_finished(self, sid: str) -> None:
+        rt = self._runtimes.get(sid)
+        if rt is not None:
+            rt.last_activity = time.monotonic()
         row = await self.store.get_session(sid)
         if row is not None and SessionSpec.model_validate(row.spec).complete_when_done:
             self._spawn(self.stop(sid, reason="the agent finished its work", final=Phase.completed))
 
     async def post_message(self, sid: str, text: str) -> str:
         row = await self.get(sid)
-        if row.phase not in (Phase.pending.value, Phase.creating.value, Phase.running.value):
-            raise Conflict(f"the session is {row.phase}; resume it before sending messages")
+        check("message", row.phase)
         message_id = "m-" + secrets.token_hex(6)
         await self.events.append(sid, "USER_MESSAGE", {"message_id": message_id, "text": text, "status": "queued"})
         rt = self._runtimes.get(sid)
+        if rt is not None:
+            rt.last_activity = time.monotonic()
         if rt is not None and rt.agent is not None:
             rt.posted.add(message_id)
             rt.agent.post_message(text, message_id)
@@ -383,11 +425,50 @@ class SessionManager:
         return list(pending.items())
 
     async def answer(self, sid: str, tool_call_id: str, answers: list) -> None:
-        await self.get(sid)
+        row = await self.get(sid)
+        check("answer", row.phase)
         rt = self._runtimes.get(sid)
         if rt is None or rt.agent is None:
-            raise Conflict("the session is not running; resume it to answer the question")
+            raise Conflict("the agent is still starting; try again in a moment")
+        rt.last_activity = time.monotonic()
         await rt.agent.answer(tool_call_id, answers)
+
+    # watchdog -------------------------------------------------------------------------------
+    async def _watch(self, sid: str, rt: Runtime) -> None:
+        """While Running: notice a dead sandbox (-> Failed) and inactivity (-> Stopped)."""
+        while True:
+            await asyncio.sleep(self.config.watch_interval)
+            if self._runtimes.get(sid) is not rt:
+                return
+            try:
+                alive = await rt.sandbox.is_alive()
+            except Exception as e:  # the engine itself is unreachable
+                alive, cause = False, f"the sandbox engine is unreachable: {e}"
+            else:
+                cause = "the sandbox stopped unexpectedly (killed from outside or out of memory)"
+            if not alive:
+                cause = await self._death_cause(rt, cause)
+                self._spawn(self.stop(sid, reason=cause, final=Phase.failed))
+                return
+            row = await self.store.get_session(sid)
+            if row is None or row.phase != Phase.running.value:
+                continue
+            if row.agent_state == AgentState.working.value:
+                rt.last_activity = time.monotonic()
+                continue
+            limit = self.inactivity_timeout(SessionSpec.model_validate(row.spec))
+            if limit and time.monotonic() - rt.last_activity > limit:
+                self._spawn(self.stop(sid, reason=f"inactivity: idle for more than {limit} s"))
+                return
+
+    async def _death_cause(self, rt: Runtime, default: str) -> str:
+        explain = getattr(rt.sandbox, "death_cause", None)
+        if explain is None:
+            return default
+        try:
+            return await explain() or default
+        except Exception:
+            return default
 
     # operations -----------------------------------------------------------------------------
     async def rename(self, sid: str, name: str) -> None:
@@ -397,71 +478,91 @@ class SessionManager:
 
     async def add_repo(self, sid: str, repo: RepoSpec) -> bool:
         row = await self.get(sid)
-        if row.phase in (Phase.stopping.value,) or row.phase in {p.value for p in RESTING_PHASES}:
-            raise Conflict(f"the session is {row.phase}; repos can be attached while it is Pending, Creating or Running")
+        check("add_repo", row.phase)
         spec = SessionSpec.model_validate(row.spec)
         if repo.folder() in {r.folder() for r in spec.repos}:
             raise SpecError("name", f"the session already has a repo in repos/{repo.folder()}; give this one a 'name'", 409)
-        spec.repos.append(repo)
-        await self.store.update_session(sid, spec=spec.model_dump(mode="json"))
-        if row.phase == Phase.running.value:
-            async with self._lock(sid):
-                ok = await self._clone(sid, repo)
-                rt = self._runtimes.get(sid)
-                if ok and rt and rt.sandbox:
-                    await rt.sandbox.adopt(self.workspace_path(sid) / "repos" / repo.folder())
-                return ok
-        return True  # cloned by the provisioning that is under way
-
-    async def stop(self, sid: str, *, reason: str = "stopped by the user", final: Phase = Phase.stopped) -> None:
-        row = await self.get(sid)
-        if row.phase in {p.value for p in RESTING_PHASES}:
-            return
         async with self._lock(sid):
             row = await self.get(sid)
-            if row.phase in {p.value for p in RESTING_PHASES}:
-                return
+            check("add_repo", row.phase)
+            spec = SessionSpec.model_validate(row.spec)
+            spec.repos.append(repo)
+            await self.store.update_session(sid, spec=spec.model_dump(mode="json"))
+            ok = await self._clone(sid, repo)
+            rt = self._runtimes.get(sid)
+            if ok and rt and rt.sandbox:
+                await rt.sandbox.adopt(self.workspace_path(sid) / "repos" / repo.folder())
+            return ok
+
+    async def stop(self, sid: str, *, reason: str = "stopped by the user", final: Phase = Phase.stopped) -> None:
+        """Active -> Stopping -> Stopped (or Completed/Failed); cancels provisioning if under way."""
+        row = await self.get(sid)
+        if row.phase == Phase.stopping.value:
+            raise Conflict("cannot stop: the session is already Stopping")
+        check("stop", row.phase)
+        await self._cancel_provisioning(sid)
+        async with self._lock(sid):
+            row = await self.get(sid)
+            if row.phase not in {p.value for p in (Phase.pending, Phase.creating, Phase.running)}:
+                return  # someone else finished it while we waited
             await self._phase(sid, Phase.stopping, reason)
             rt = self._runtimes.pop(sid, None)
-            await self._teardown(rt, reason)
+            await self._teardown(sid, rt, reason)
             await self._phase(sid, final, reason)
 
-    async def _teardown(self, rt: Runtime | None, reason: str) -> None:
-        if rt is None:
-            return
+    async def _cancel_provisioning(self, sid: str) -> None:
+        task = self._provisioning.pop(sid, None)
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _teardown(self, sid: str, rt: Runtime | None, reason: str) -> None:
+        """Stop the agent (repairing dangling tool calls), kill sandbox processes, stop the sandbox."""
+        if rt is None:  # provisioning was cancelled before the runtime existed, or a restart
+            row = await self.store.get_session(sid)
+            if row is None:
+                return
+            backend = await self._backend(row.sandbox)
+            rt = Runtime(sandbox=backend.sandbox(sid, self.workspace_path(sid), self.config.limits()))
+        if rt.watchdog is not None and rt.watchdog is not asyncio.current_task():
+            rt.watchdog.cancel()
         if rt.agent is not None:
             try:
                 await asyncio.wait_for(rt.agent.shutdown(reason), 30)
             except Exception:
                 self.log.exception("agent shutdown failed")
         if rt.sandbox is not None:
-            try:
-                await rt.sandbox.kill_processes()
-            except SandboxError:
-                pass
-            try:
-                await rt.sandbox.stop()
-            except SandboxError as e:
-                self.log.warning("sandbox stop failed: %s", e)
+            for step in (rt.sandbox.kill_processes, rt.sandbox.stop):
+                try:
+                    await step()
+                except Exception as e:  # gone already: nothing left to stop
+                    self.log.debug("sandbox %s of %s: %s", step.__name__, sid, e)
 
     async def resume(self, sid: str) -> SessionRow:
-        row = await self.get(sid)
-        if row.phase not in {p.value for p in RESTING_PHASES}:
-            raise Conflict(f"the session is {row.phase}; only Stopped, Completed or Failed sessions can be resumed")
-        self._spawn(self._provision(sid, first=False))
-        return row
+        """Stopped/Completed/Failed -> Creating -> Running with history and workspace."""
+        async with self._lock(sid):
+            row = await self.get(sid)
+            check("resume", row.phase)
+            await self._phase(sid, Phase.creating, "resuming")
+        self._start_provisioning(sid, first=False)
+        return await self.get(sid)
 
     async def delete(self, sid: str) -> None:
         """Stop if needed, then remove the sandbox, the workspace and every row."""
         row = await self.get(sid)
+        await self._cancel_provisioning(sid)
         async with self._lock(sid):
             rt = self._runtimes.pop(sid, None)
-            await self._teardown(rt, "session deleted")
+            await self._teardown(sid, rt, "session deleted")
             try:
                 backend = await self._backend(row.sandbox)
-                sandbox = rt.sandbox if rt and rt.sandbox else backend.sandbox(sid, self.workspace_path(sid), self.config.limits())
+                sandbox = rt.sandbox if rt and rt.sandbox else backend.sandbox(
+                    sid, self.workspace_path(sid), self.config.limits())
                 await sandbox.remove()
-            except SandboxError as e:
+            except Exception as e:
                 self.log.warning("sandbox removal for %s failed (orphan clean-up will retry): %s", sid, e)
             await asyncio.to_thread(shutil.rmtree, self.workspace_path(sid), True)
             await self.store.delete_session(sid)
@@ -470,19 +571,38 @@ class SessionManager:
 
     # recovery -------------------------------------------------------------------------------
     async def _recover(self, sid: str, phase: Phase) -> None:
-        """Finish what a previous server left half-done."""
+        """Finish what a previous server left half-done: every session ends in a true phase."""
         try:
             if phase is Phase.stopping:
                 async with self._lock(sid):
+                    await self._teardown(sid, None, "server restart")
                     await self._phase(sid, Phase.stopped, "stop finished after a server restart")
-                return
-            row = await self.get(sid)
-            if phase is Phase.running:
-                await self.events.append(sid, ev.SANDBOX_WARNING, {"message": "server restarted; re-attaching the sandbox"})
-            self._spawn(self._provision(sid, first=row.started is None))
+            elif phase is Phase.running:
+                await self._reattach(sid)
+            else:
+                row = await self.get(sid)
+                self._start_provisioning(sid, first=row.started is None)
+        except SessionNotFound:
+            return
         except Exception as e:
             self.log.exception("recovery of %s failed", sid)
             await self._phase(sid, Phase.failed, f"could not recover after a server restart: {e}")
+
+    async def _reattach(self, sid: str) -> None:
+        """A Running session whose server died: re-attach its sandbox and restart its agent."""
+        async with self._lock(sid):
+            row = await self.get(sid)
+            spec = SessionSpec.model_validate(row.spec)
+            await self.events.append(sid, ev.SANDBOX_WARNING, {"message": "server restarted; re-attaching the sandbox"})
+            backend = await self._backend(row.sandbox)
+            rt = self._runtimes[sid] = Runtime(sandbox=backend.sandbox(sid, self.workspace_path(sid), self.config.limits()))
+            if not await self._start_sandbox(sid, rt):
+                return
+            await self._start_agent(sid, rt, spec, initial=False)
+
+
+def _copy_name(name: str) -> str:
+    return (name[:93] + " (copy)") if not name.endswith(" (copy)") else name
 
 
 def _name_from_text(text: str) -> str:

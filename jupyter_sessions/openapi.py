@@ -40,6 +40,8 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseMode
     ("post", "/sessions/{id}/answers", "Answer the agent's pending question", AnswerIn, 202, Session),
     ("post", "/sessions/{id}/stop", "Stop the session (resumable)", None, 202, Session),
     ("post", "/sessions/{id}/resume", "Resume a stopped, completed or failed session", None, 202, Session),
+    ("post", "/sessions/{id}/clone", "New session with the same configuration, repos and workflow; no history",
+     None, 201, Session),
     ("get", "/sessions/{id}/events", "Events with seq > after (replay)", None, 200, EventList),
     ("get", "/sessions/{id}/stream", "Websocket: replay from after, then follow live (one Event per message)",
      None, 101, Event),

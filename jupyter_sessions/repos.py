@@ -83,6 +83,9 @@ async def _git(*args: str, cwd: Path | None = None, timeout: float = 300, secret
         proc.kill()
         await proc.wait()
         raise CloneError(f"git {args[0]} took longer than {timeout:.0f} s") from None
+    except asyncio.CancelledError:  # Stop/Delete during Creating: leave no git behind
+        proc.kill()
+        raise
     if proc.returncode != 0:
         msg = err.decode(errors="replace").strip().splitlines()
         raise CloneError(_scrub(msg[-1] if msg else f"git {args[0]} failed", list(secrets)))

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ValidationError
 from tornado import websocket
 
 from .catalogue import SpecError
-from .manager import Conflict, SessionManager, SessionNotFound, to_session
+from .lifecycle import Conflict, check
+from .manager import SessionManager, SessionNotFound, to_session
 from .models import (
     AnswerIn,
     EventList,
@@ -212,10 +213,21 @@ class AnswersHandler(BaseHandler):
 class StopHandler(BaseHandler):
     @tornado.web.authenticated
     async def post(self, sid: str) -> None:
-        await self.session_row(sid)
-        asyncio.ensure_future(self.manager.stop(sid))
+        row = await self.session_row(sid)
+        if row.phase == "Stopping":
+            raise ApiError(409, "cannot stop: the session is already Stopping")
+        await self.call(_check("stop", row.phase))
+        asyncio.ensure_future(self.manager.stop(sid))  # Stopping may take a grace period: 202 now
         await asyncio.sleep(0)
         self.send(to_session(await self.session_row(sid)), 202)
+
+
+class CloneHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def post(self, sid: str) -> None:
+        await self.session_row(sid)
+        row = await self.call(self.manager.clone(sid, owner=self.owner))
+        self.send(to_session(row), 201)
 
 
 class ResumeHandler(BaseHandler):
@@ -245,6 +257,10 @@ class EventsHandler(BaseHandler):
         if value < 0:
             raise ApiError(422, f"invalid value for: {name}", [{"field": name, "message": "must be >= 0"}])
         return value
+
+
+async def _check(operation: str, phase: str) -> None:
+    check(operation, phase)
 
 
 class OpenAPIHandler(BaseHandler):
@@ -306,6 +322,7 @@ ROUTES: list[tuple[str, type]] = [
     (rf"/sessions/{SID}/answers", AnswersHandler),
     (rf"/sessions/{SID}/stop", StopHandler),
     (rf"/sessions/{SID}/resume", ResumeHandler),
+    (rf"/sessions/{SID}/clone", CloneHandler),
     (rf"/sessions/{SID}/events", EventsHandler),
     (rf"/sessions/{SID}/stream", StreamHandler),
     (r"/openapi.json", OpenAPIHandler),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from server_process import Server
@@ -44,3 +46,44 @@ def test_sigkill_loses_no_session_or_event(server):
     seqs = [e["seq"] for e in final["events"]]
     assert seqs == list(range(1, len(seqs) + 1))
     assert [e["data"]["text"] for e in final["events"] if e["type"] == "USER_MESSAGE"] == ["m0", "m1", "m2", "after"]
+
+
+def test_docker_restart_reattaches_and_removes_orphans(tmp_path):
+    import sqlite3
+
+    import docker
+
+    client = docker.from_env()
+    server = Server(tmp_path, sandbox="docker")
+    try:
+        server.start()
+        _, keep = server.call("POST", "sessions", body={"display_name": "keep"})
+        _, lost = server.call("POST", "sessions", body={"display_name": "lost"})
+        server.wait_phase(keep["id"], "Running")
+        server.wait_phase(lost["id"], "Running")
+        kept = client.containers.get(f"jupyter-session-{keep['id']}")
+        kept.exec_run(["bash", "-c", "echo alive > /workspace/proof.txt"], user="1000")
+        server.kill()
+        # A crash between deleting the row and removing the sandbox leaves an orphan behind.
+        db = sqlite3.connect(tmp_path / "data" / "sessions.db")
+        with db:
+            db.execute("DELETE FROM events WHERE session_id = ?", (lost["id"],))
+            db.execute("DELETE FROM sessions WHERE id = ?", (lost["id"],))
+        db.close()
+        server.start()
+        again = server.wait_phase(keep["id"], "Running")
+        assert again["display_name"] == "keep"
+        kept.reload()
+        assert kept.status == "running"  # the same container, re-attached
+        assert kept.exec_run(["cat", "/workspace/proof.txt"]).output.decode().strip() == "alive"
+        deadline = 30
+        while client.containers.list(all=True, filters={"label": f"jupyter-sessions.session={lost['id']}"}) and deadline:
+            time.sleep(0.5)
+            deadline -= 1
+        assert not client.containers.list(all=True, filters={"label": f"jupyter-sessions.session={lost['id']}"})
+        assert not (tmp_path / "data" / "workspaces" / lost["id"]).exists()
+        _, events = server.call("GET", "sessions", keep["id"], "events")
+        assert any("re-attaching" in e["data"].get("message", "") for e in events["events"])
+        server.call("DELETE", "sessions", keep["id"])
+    finally:
+        server.stop()

@@ -308,6 +308,11 @@ class DockerSandbox(Sandbox):
 
         return await asyncio.to_thread(alive)
 
+    async def death_cause(self) -> str | None:
+        """Why the container is not running (removed, OOM-killed, exit code), for the Failed reason."""
+        gone = await asyncio.to_thread(self._gone)
+        return str(gone) if gone else None
+
     async def stop(self) -> None:
         def stop() -> None:
             import docker.errors
