@@ -57,6 +57,10 @@ class SessionsApp(ExtensionApp):
         False, help="Scope sessions to the authenticated user's name (for servers with a multi-user identity "
         "provider). Off: the server's owner (JUPYTERHUB_USER or the OS user) owns every session.",
     ).tag(config=True)
+    max_sandboxes_per_user = Int(
+        0, help="Sandboxes one user may run at once (0 = no limit); more sessions wait in Pending. "
+        "Per-workspace limits: workspaces = {name: {max_sandboxes: N}}.",
+    ).tag(config=True)
     watch_interval = Float(5.0, help="Seconds between checks for dead sandboxes and inactive sessions.").tag(config=True)
     clone_timeout = Int(300, help="Seconds a repo clone may take.").tag(config=True)
     anthropic_api_key = Unicode(help="Anthropic API key (default: $ANTHROPIC_API_KEY).").tag(config=True)
@@ -134,6 +138,7 @@ class SessionsApp(ExtensionApp):
             clone_timeout=self.clone_timeout,
             per_user_sessions=self.per_user_sessions,
             watch_interval=self.watch_interval,
+            max_sandboxes_per_user=self.max_sandboxes_per_user,
         )
         self.manager = SessionManager(
             config=config,

@@ -33,6 +33,7 @@ from .models import (
     Session,
     SessionSpec,
 )
+from .capacity import Capacity
 from .lifecycle import Conflict, check
 from .repos import CloneError, clone, strip_userinfo
 from .sandbox.base import Limits, Sandbox, SandboxBackend, SandboxError, SandboxUnavailable
@@ -48,6 +49,7 @@ class WorkspaceSettings(BaseModel):
     inactivity_timeout: int = Field(default=DAY, ge=0)
     features: list[str] = Field(default_factory=list)
     default_model: str | None = None
+    max_sandboxes: int = Field(default=0, ge=0, description="concurrent sandboxes in this workspace; 0 = no limit")
 
 
 @dataclass
@@ -65,6 +67,7 @@ class ManagerConfig:
     clone_timeout: int = 300
     per_user_sessions: bool = False
     watch_interval: float = 5.0  # seconds between sandbox liveness / inactivity checks
+    max_sandboxes_per_user: int = 0  # 0 = no limit
 
     def limits(self) -> Limits:
         return Limits(memory=self.memory, cpus=self.cpus, pids=self.pids, network=self.network)
@@ -132,6 +135,8 @@ class SessionManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._provisioning: dict[str, asyncio.Task] = {}
+        self.capacity = Capacity(config.max_sandboxes_per_user,
+                                 {name: w.max_sandboxes for name, w in workspaces.items()})
         self.per_user = config.per_user_sessions
         self.server_owner = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
         # Labels this server's sandboxes so orphan clean-up never touches another server's.
@@ -307,28 +312,42 @@ class SessionManager:
             if row is None:
                 return
             spec = SessionSpec.model_validate(row.spec)
-            if row.phase != Phase.creating.value:
-                await self._phase(sid, Phase.creating, "provisioning the sandbox")
-            workspace = self.workspace_path(sid)
-            workspace.mkdir(parents=True, exist_ok=True)
+            await self.capacity.acquire(sid, row.owner, spec.workspace, lambda why: self._waiting(sid, why))
             try:
-                backend = await self._backend(row.sandbox)
-                await backend.check()
-            except SandboxError as e:
-                await self._phase(sid, Phase.failed, f"sandbox unavailable: {e}")
-                return
-            if not backend.isolated and first:
-                await self.events.append(sid, ev.SANDBOX_WARNING, {
-                    "message": "local sandbox: the agent's tools run on the server host without isolation"})
-            if first:
-                for repo in spec.repos:
-                    await self._clone(sid, repo)
-            sandbox = backend.sandbox(sid, workspace, self.config.limits())
-            rt = self._runtimes[sid] = Runtime(sandbox=sandbox)
-            if not await self._start_sandbox(sid, rt):
-                return
-            await self._phase(sid, Phase.running, "sandbox ready")
-            await self._start_agent(sid, rt, spec, initial=first)
+                if not await self._provision_locked(sid, row, spec, first=first):
+                    await self.capacity.release(sid)
+            except BaseException:
+                await self.capacity.release(sid)
+                raise
+
+    async def _waiting(self, sid: str, reason: str) -> None:
+        await self.events.append(sid, "CAPACITY_WAIT", {"reason": reason}, reason=reason)
+
+    async def _provision_locked(self, sid: str, row: SessionRow, spec: SessionSpec, *, first: bool) -> bool:
+        """The body of _provision, holding the session lock and a capacity slot; True = Running."""
+        if row.phase != Phase.creating.value:
+            await self._phase(sid, Phase.creating, "provisioning the sandbox" if first else "resuming")
+        workspace = self.workspace_path(sid)
+        workspace.mkdir(parents=True, exist_ok=True)
+        try:
+            backend = await self._backend(row.sandbox)
+            await backend.check()
+        except SandboxError as e:
+            await self._phase(sid, Phase.failed, f"sandbox unavailable: {e}")
+            return False
+        if not backend.isolated and first:
+            await self.events.append(sid, ev.SANDBOX_WARNING, {
+                "message": "local sandbox: the agent's tools run on the server host without isolation"})
+        if first:
+            for repo in spec.repos:
+                await self._clone(sid, repo)
+        sandbox = backend.sandbox(sid, workspace, self.config.limits())
+        rt = self._runtimes[sid] = Runtime(sandbox=sandbox)
+        if not await self._start_sandbox(sid, rt):
+            return False
+        await self._phase(sid, Phase.running, "sandbox ready")
+        await self._start_agent(sid, rt, spec, initial=first)
+        return True
 
     async def _start_sandbox(self, sid: str, rt: Runtime) -> bool:
         """Start (or re-attach to) the sandbox; on failure the session is Failed with the cause."""
@@ -540,13 +559,14 @@ class SessionManager:
                     await step()
                 except Exception as e:  # gone already: nothing left to stop
                     self.log.debug("sandbox %s of %s: %s", step.__name__, sid, e)
+        await self.capacity.release(sid)
 
     async def resume(self, sid: str) -> SessionRow:
         """Stopped/Completed/Failed -> Creating -> Running with history and workspace."""
         async with self._lock(sid):
             row = await self.get(sid)
             check("resume", row.phase)
-            await self._phase(sid, Phase.creating, "resuming")
+            await self._phase(sid, Phase.pending, "resume requested")
         self._start_provisioning(sid, first=False)
         return await self.get(sid)
 
@@ -596,7 +616,9 @@ class SessionManager:
             await self.events.append(sid, ev.SANDBOX_WARNING, {"message": "server restarted; re-attaching the sandbox"})
             backend = await self._backend(row.sandbox)
             rt = self._runtimes[sid] = Runtime(sandbox=backend.sandbox(sid, self.workspace_path(sid), self.config.limits()))
+            await self.capacity.acquire(sid, row.owner, spec.workspace, lambda why: self._waiting(sid, why))
             if not await self._start_sandbox(sid, rt):
+                await self.capacity.release(sid)
                 return
             await self._start_agent(sid, rt, spec, initial=False)
 

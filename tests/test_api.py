@@ -159,7 +159,7 @@ async def test_stop_and_resume_basic(api):
     await api.ok("POST", "sessions", sid, "resume", status=202)
     s = await api.wait_phase(sid, "Running")
     phases = [e["data"]["phase"] for e in await api.events(sid) if e["type"] == "PHASE_CHANGED"]
-    assert phases == ["Pending", "Creating", "Running", "Stopping", "Stopped", "Creating", "Running"]
+    assert phases == ["Pending", "Creating", "Running", "Stopping", "Stopped", "Pending", "Creating", "Running"]
     code, err = await api.call("POST", "sessions", sid, "resume")
     assert code == 409
 

@@ -148,3 +148,27 @@ async def test_operations_table_in_readme_matches_code(api):
         assert (code < 300) == expected_ok, (op, code, err)
         if not expected_ok:
             assert code == 409 and re.search(r"Stopped", err["error"]), (op, err)
+
+
+@pytest.fixture
+def one_sandbox_per_user(sessions_config):
+    sessions_config["max_sandboxes_per_user"] = 1
+    return sessions_config
+
+
+async def test_capacity_queues_beyond_the_limit(one_sandbox_per_user, api):
+    a = await api.ok("POST", "sessions", body={"display_name": "first"})
+    await api.wait_phase(a["id"], "Running")
+    b = await api.ok("POST", "sessions", body={"display_name": "second"})
+    await asyncio.sleep(1)
+    b = await api.ok("GET", "sessions", b["id"])
+    assert b["phase"] == "Pending" and "waiting for capacity" in b["reason"]
+    assert any(e["type"] == "CAPACITY_WAIT" for e in await api.events(b["id"]))
+    await api.ok("POST", "sessions", a["id"], "stop")
+    await api.wait_phase(b["id"], "Running")  # admitted once the first released its slot
+    code, err = await api.call("POST", "sessions", a["id"], "resume")
+    assert code == 202
+    await asyncio.sleep(1)
+    assert (await api.ok("GET", "sessions", a["id"]))["phase"] == "Pending"  # now the first one waits
+    await api.call("DELETE", "sessions", b["id"])
+    await api.wait_phase(a["id"], "Running")
