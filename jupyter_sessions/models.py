@@ -42,7 +42,7 @@ class AgentState(str, enum.Enum):
 class StrictModel(BaseModel):
     """Base for request bodies: unknown fields are an error, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 _BRANCH_RE = re.compile(r"^[A-Za-z0-9._/@+-]{1,200}$")

@@ -82,7 +82,9 @@ def openapi_document(base_url: str = "/") -> dict:
         if params:
             op["parameters"] = params
         if req is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(req)}}}
+            # A body whose every field has a default may be left out (POST /sessions with defaults).
+            required = bool(req.model_json_schema().get("required"))
+            op["requestBody"] = {"required": required, "content": {"application/json": {"schema": ref(req)}}}
         ok: dict = {"description": "OK" if status < 300 else "Switching protocols"}
         if resp is not None:
             ok["content"] = {"application/json": {"schema": ref(resp)}}

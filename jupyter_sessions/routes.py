@@ -70,7 +70,29 @@ def owner_of(handler: JupyterHandler) -> str:
     return manager.server_owner
 
 
-class BaseHandler(ExtensionHandlerMixin, APIHandler):
+class JsonErrors:
+    """Errors as JSON `{"error", "detail"}` for every handler of this API, websocket included."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            error, detail = exc.error, exc.detail
+        elif status_code == 403 and not self.current_user:
+            error, detail = "authentication required: send 'Authorization: token <server token>' or log in", None
+        elif isinstance(exc, tornado.web.HTTPError):
+            error, detail = exc.log_message or self._reason, None
+        else:
+            error, detail = "internal error", None
+            status_code = 500
+        if status_code == 405:  # RFC 9110: say which methods do work
+            allowed = [m for m in ("GET", "POST", "PATCH", "DELETE", "PUT") if m.lower() in type(self).__dict__]
+            self.set_header("Allow", ", ".join(allowed))
+            error = f"method {self.request.method} is not allowed here; use {' or '.join(allowed)}"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": error, "detail": detail}))
+
+
+class BaseHandler(JsonErrors, ExtensionHandlerMixin, APIHandler):
     """JSON in, JSON out, errors as {"error", "detail"}."""
 
     @property
@@ -81,8 +103,16 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
     def owner(self) -> str:
         return owner_of(self)
 
+    #: query arguments this handler reads; anything else is a 422 (as unknown body fields are)
+    query_args: frozenset[str] = frozenset()
+
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
+        unknown = set(self.request.query_arguments) - self.query_args - {"token", "_xsrf"}
+        if unknown and self.current_user:
+            names = ", ".join(sorted(unknown))
+            raise ApiError(422, f"unknown query argument: {names}", [{"field": n, "message": "not accepted here"}
+                                                                     for n in sorted(unknown)])
         await self.manager.ensure_started()
 
     def body(self, model: type[BaseModel]) -> Any:
@@ -104,18 +134,6 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
         except SessionNotFound:
             raise ApiError(404, f"no session {sid}", {"id": sid}) from None
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            error, detail = exc.error, exc.detail
-        elif isinstance(exc, tornado.web.HTTPError):
-            error, detail = exc.log_message or self._reason, None
-        else:
-            error, detail = "internal error", None
-            status_code = 500
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": error, "detail": detail}))
-
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[override]
         if isinstance(value, ApiError):
             return
@@ -136,10 +154,16 @@ class BaseHandler(ExtensionHandlerMixin, APIHandler):
 
 
 class ModelsHandler(BaseHandler):
+    query_args = frozenset({"workspace"})
+
     @tornado.web.authenticated
     async def get(self) -> None:
         m = self.manager
-        ws = m.workspaces.get(self.get_query_argument("workspace", "default")) or m.workspaces["default"]
+        name = self.get_query_argument("workspace", "default")
+        ws = m.workspaces.get(name)
+        if ws is None:
+            raise ApiError(404, f"unknown workspace {name!r}; known: {', '.join(sorted(m.workspaces))}",
+                           [{"field": "workspace", "message": "unknown workspace"}])
         models = m.catalogue.visible(set(ws.features))
         default = ws.default_model or m.catalogue.default_model
         self.send(ModelList(models=[x.model_copy(update={"default": x.id == default}) for x in models],
@@ -239,6 +263,7 @@ class ResumeHandler(BaseHandler):
 
 
 class EventsHandler(BaseHandler):
+    query_args = frozenset({"after", "limit"})
     @tornado.web.authenticated
     async def get(self, sid: str) -> None:
         row = await self.session_row(sid)
@@ -269,7 +294,7 @@ class OpenAPIHandler(BaseHandler):
         self.send(openapi_document(self.base_url))
 
 
-class StreamHandler(ExtensionHandlerMixin, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+class StreamHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
     """Replay from `after`, then follow live; one JSON event per message."""
 
     _task: asyncio.Task | None = None
