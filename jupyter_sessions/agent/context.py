@@ -7,7 +7,7 @@ The agent never sees the server's configuration object; keys reach it only insid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from ..events import EventLog
 from ..models import ModelInfo, SessionSpec, ThinkingSpec
@@ -26,6 +26,8 @@ class ProviderSettings:
     replay_dir: str | None = None  # folder of recorded transcripts for the `replay` provider
     max_retries: int = 4
     stream_idle_timeout: float = 120.0  # no bytes from the model for this long = a broken stream
+    retry_base_delay: float = 0.5  # backoff without retry-after: base * 2**attempt, jittered ...
+    retry_max_delay: float = 8.0  # ... and capped here
 
     def secrets(self) -> list[str]:
         """Values that must never appear in an event, a log line or an export."""
@@ -46,3 +48,8 @@ class AgentContext:
     request_stop: Callable[[str], Awaitable[None]] = field(default=None)  # type: ignore[assignment]
     #: the agent finished a run; the manager completes one-shot sessions here
     on_run_finished: Callable[[], Awaitable[None]] | None = None
+    #: extra instructions appended to the agent's built-in system prompt (e.g. a workflow's)
+    system_prompt: str | None = None
+    #: the active workflow (`workflows.Workflow`: name, source, description, prompt_section()) or None;
+    #: the manager sets system_prompt to its prompt_section() and updates both when one is attached
+    workflow: Any = None
