@@ -6,6 +6,9 @@ built-in seven and the rules a provider imposes on a session's settings.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from .models import ModelInfo, SessionSpec, ThinkingSpec
 
 BUILTIN_MODELS: list[ModelInfo] = [
@@ -39,9 +42,21 @@ class SpecError(ValueError):
 class Catalogue:
     """The models a server offers, and which of them a workspace may use."""
 
-    def __init__(self, models: list[ModelInfo], default_model: str):
+    def __init__(self, models: list[ModelInfo], default_model: str,
+                 endpoints: dict[str, dict[str, str]] | None = None):
         self._models = {m.id: m for m in models}
         self.default_model = default_model
+        #: model id -> {"base_url", "api_key"}: admin re-pointing (e.g. a proxy); never sent to clients
+        self.endpoints = {k: dict(v) for k, v in (endpoints or {}).items()}
+
+    def provider_settings(self, model_id: str, base: Any) -> Any:
+        """The agent's ProviderSettings for this model: `base` with the model's own base URL / key, if any."""
+        ep = self.endpoints.get(model_id)
+        info = self.get(model_id)
+        if not ep or info is None or info.provider not in ("anthropic", "gemini"):
+            return base
+        changes = {f"{info.provider}_{k}": v for k, v in ep.items() if k in ("base_url", "api_key") and v}
+        return dataclasses.replace(base, **changes) if changes else base
 
     def get(self, model_id: str) -> ModelInfo | None:
         return self._models.get(model_id)
@@ -77,6 +92,8 @@ class Catalogue:
                 "max_tokens", f"{info.label} writes at most {info.max_output_tokens} tokens per response"
             )
         thinking = self.effective_thinking(spec)
+        if thinking is None and info.id == "gemini-2.5-pro":
+            raise SpecError("thinking.enabled", "Gemini 2.5 Pro always thinks; leave thinking on (or pick Gemini 2.5 Flash)")
         if thinking and info.provider == "anthropic":
             if thinking.budget_tokens < 1024:
                 raise SpecError("thinking.budget_tokens", "Claude needs a thinking budget of at least 1024 tokens")
