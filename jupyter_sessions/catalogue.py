@@ -59,6 +59,9 @@ class Catalogue:
         return dataclasses.replace(base, **changes) if changes else base
 
     def get(self, model_id: str) -> ModelInfo | None:
+        """A model by id; `replay:<name>` names a recorded transcript of the replay model."""
+        if model_id not in self._models and model_id.startswith("replay:") and "replay" in self._models:
+            return self._models["replay"].model_copy(update={"id": model_id, "label": f"Replay: {model_id[7:]}"})
         return self._models.get(model_id)
 
     def visible(self, enabled_features: set[str]) -> list[ModelInfo]:
