@@ -43,13 +43,19 @@ class SessionsApp(ExtensionApp):
     sandbox_pids = Int(256, help="Process limit of a docker sandbox.").tag(config=True)
     sandbox_network = Bool(False, help="Give docker sandboxes network access (off: --network none).").tag(config=True)
     default_model = Unicode("claude-sonnet-4-5", help="Model used when a session names none.").tag(config=True)
-    models = List(Dict(), help="Extra or overriding model entries (ModelInfo fields).").tag(config=True)
+    models = List(Dict(), help="Extra or overriding model entries (ModelInfo fields, plus server-side only "
+                  "base_url, api_key or api_key_env to re-point a model, e.g. at a proxy).").tag(config=True)
     hidden_models = List(Unicode(), help="Model ids to hide from every workspace.").tag(config=True)
     workspaces = Dict(
-        help="Named workspaces: {name: {inactivity_timeout: s, features: [...], default_model: id}}. "
-        "'default' always exists.",
+        help="Named workspaces: {name: {inactivity_timeout: s, features: [...], default_model: id, "
+        "groups: [hub groups; empty = everyone]}}. 'default' always exists.",
     ).tag(config=True)
-    allow_local_repos = Bool(True, help="Allow repos given as a local path on the server.").tag(config=True)
+    allow_local_repos = Bool(True, help="Allow repos (and workflows) given as a local path on the server.").tag(config=True)
+    workflow_dirs = List(Unicode(), help="Folders whose sub-folders (each with .ambient/ambient.json) are offered "
+                         "as named workflows next to the built-ins (bugfix, triage, spec-writing).").tag(config=True)
+    hub_groups = Bool(True, help="On JupyterHub, open workspaces that list `groups` only to members of those hub "
+                      "groups (read from the hub API, or from $JUPYTER_SESSIONS_GROUPS).").tag(config=True)
+    hub_groups_ttl = Float(60.0, help="Seconds the user's hub groups are cached.").tag(config=True)
     git_credentials = Dict(
         help="host -> token used (server-side only) to clone https repos from that host."
     ).tag(config=True)
@@ -67,6 +73,9 @@ class SessionsApp(ExtensionApp):
     anthropic_base_url = Unicode(help="Anthropic API base URL (default: $ANTHROPIC_BASE_URL).").tag(config=True)
     gemini_api_key = Unicode(help="Gemini API key (default: $GEMINI_API_KEY or $GOOGLE_API_KEY).").tag(config=True)
     gemini_base_url = Unicode(help="Gemini API base URL (default: $GOOGLE_GEMINI_BASE_URL).").tag(config=True)
+    model_stream_idle_timeout = Float(
+        120.0, help="Seconds without a byte from the model API before a stream counts as broken (and is retried).",
+    ).tag(config=True)
     replay_dir = Unicode("", help="Folder of recorded transcripts; enables the offline `replay` model.").tag(config=True)
     enable_replay = Bool(False, help="Offer the offline `replay` model (a recorded demo transcript).").tag(config=True)
 
@@ -100,13 +109,22 @@ class SessionsApp(ExtensionApp):
         if self.enable_replay or self.replay_dir:
             models["replay"] = ModelInfo(id="replay", label="Replay (recorded, offline)", provider="replay",
                                          max_temperature=2.0, max_output_tokens=1_000_000)
+        endpoints: dict[str, dict[str, str]] = {}
         for entry in self.models:
+            entry = dict(entry)
+            # re-pointing stays server-side: base_url / api_key / api_key_env never enter ModelInfo
+            key_env = entry.pop("api_key_env", None)
+            endpoint = {"base_url": entry.pop("base_url", None) or "",
+                        "api_key": entry.pop("api_key", None) or (os.environ.get(key_env, "") if key_env else "")}
             base = models.get(entry.get("id", ""))
             merged = {**(base.model_dump() if base else {}), **entry}
             models[merged["id"]] = ModelInfo(**merged)
+            if any(endpoint.values()):
+                endpoints[merged["id"]] = {k: v for k, v in endpoint.items() if v}
         for hidden in self.hidden_models:
             models.pop(hidden, None)
-        return Catalogue(list(models.values()), self.default_model)
+            endpoints.pop(hidden, None)
+        return Catalogue(list(models.values()), self.default_model, endpoints)
 
     def workspace_settings(self) -> dict[str, WorkspaceSettings]:
         spaces = {name: WorkspaceSettings(name=name, **cfg) for name, cfg in self.workspaces.items()}
@@ -120,6 +138,7 @@ class SessionsApp(ExtensionApp):
             gemini_api_key=self.gemini_api_key or None,
             gemini_base_url=self.gemini_base_url or None,
             replay_dir=self.replay_dir or None,
+            stream_idle_timeout=self.model_stream_idle_timeout,
         )
 
     def initialize_settings(self) -> None:
@@ -150,6 +169,11 @@ class SessionsApp(ExtensionApp):
             log=self.log,
         )
         self.settings["jupyter_sessions_manager"] = self.manager
+        self.manager.workflows.loader.workflow_dirs = tuple(self.workflow_dirs)
+        if self.hub_groups:
+            from .hub import HubGroups
+
+            self.manager.access.groups = HubGroups.from_env(ttl=self.hub_groups_ttl)
         self._export_server_env()
 
     def _export_server_env(self) -> None:

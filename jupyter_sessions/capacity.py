@@ -42,6 +42,10 @@ class Capacity:
                 await self._changed.wait()
             self._active[sid] = (owner, workspace)
 
+    def reserve(self, sid: str, owner: str, workspace: str) -> None:
+        """Count a sandbox that already exists (re-attached after a restart), limit or not."""
+        self._active[sid] = (owner, workspace)
+
     async def release(self, sid: str) -> None:
         async with self._changed:
             if self._active.pop(sid, None) is not None:

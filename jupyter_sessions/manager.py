@@ -38,6 +38,8 @@ from .lifecycle import Conflict, check
 from .repos import CloneError, clone, strip_userinfo
 from .sandbox.base import Limits, Sandbox, SandboxBackend, SandboxError, SandboxUnavailable
 from .store import SessionRow, Store, utcnow
+from .workflows.service import SessionWorkflows
+from .workspaces import WorkspaceAccess
 
 DAY = 24 * 3600
 
@@ -50,6 +52,8 @@ class WorkspaceSettings(BaseModel):
     features: list[str] = Field(default_factory=list)
     default_model: str | None = None
     max_sandboxes: int = Field(default=0, ge=0, description="concurrent sandboxes in this workspace; 0 = no limit")
+    groups: list[str] = Field(default_factory=list, description="JupyterHub groups whose members may use it; "
+                              "empty = everyone (see workspaces.py)")
 
 
 @dataclass
@@ -138,6 +142,8 @@ class SessionManager:
         self.capacity = Capacity(config.max_sandboxes_per_user,
                                  {name: w.max_sandboxes for name, w in workspaces.items()})
         self.per_user = config.per_user_sessions
+        self.access = WorkspaceAccess(workspaces)  # the app adds hub groups on JupyterHub
+        self.workflows = SessionWorkflows(self)
         self.server_owner = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
         # Labels this server's sandboxes so orphan clean-up never touches another server's.
         self.instance = hashlib.sha256(str(config.workspaces_dir.resolve()).encode()).hexdigest()[:12]
@@ -155,9 +161,14 @@ class SessionManager:
         rows = await self.store.list_sessions()
         live = {r.id for r in rows}
         await self._remove_orphans(live, {r.sandbox for r in rows})
+        # Running sandboxes exist already: count them before anything queued may take their slots.
         for row in rows:
-            if row.phase in (Phase.pending.value, Phase.creating.value, Phase.running.value, Phase.stopping.value):
-                self._spawn(self._recover(row.id, Phase(row.phase)))
+            if row.phase == Phase.running.value:
+                self.capacity.reserve(row.id, row.owner, SessionSpec.model_validate(row.spec).workspace)
+        order = [Phase.stopping, Phase.running, Phase.creating, Phase.pending]
+        for phase in order:
+            for row in sorted((r for r in rows if r.phase == phase.value), key=lambda r: r.created):
+                self._spawn(self._recover(row.id, phase))
 
     async def _remove_orphans(self, live: set[str], backends: set[str]) -> None:
         """Sandboxes and workspaces whose session is gone (a crash mid-delete, a wiped database)."""
@@ -249,9 +260,13 @@ class SessionManager:
     # create ---------------------------------------------------------------------------------
     async def create(self, spec: SessionSpec, owner: str) -> SessionRow:
         """Validate, store as Pending, and provision in the background."""
-        if spec.workspace not in self.workspaces:
-            raise SpecError("workspace", f"unknown workspace {spec.workspace!r}")
-        self.catalogue.validate_spec(spec, set(self.workspace_of(spec).features))
+        # no workspace named: the owner's primary one (group-granted on JupyterHub); no model: its default
+        space = await self.access.resolve(spec.workspace if "workspace" in spec.model_fields_set else None)
+        updates: dict[str, Any] = {"workspace": space.name, "workflow": self.workflows.normalize(spec.workflow)}
+        if "model" not in spec.model_fields_set:
+            updates["model"] = space.default_model or self.catalogue.default_model
+        spec = spec.model_copy(update=updates)
+        self.catalogue.validate_spec(spec, set(space.features))
         if self.config.sandbox != "auto":
             backend = await self._backend(self.config.sandbox)
             await backend.check()  # SandboxUnavailable -> clear 503 before anything is stored
@@ -390,11 +405,14 @@ class SessionManager:
             await self.events.append(sid, ev.AGENT_STATE_CHANGED, {"state": "idle"}, agent_state="idle")
             return
         info = self.catalogue.get(spec.model)
+        workflow, attached = await self.workflows.prepare(sid, rt.sandbox, fresh=initial)
         ctx = AgentContext(
             session_id=sid, spec=spec, model=info, thinking=self.catalogue.effective_thinking(spec),
-            sandbox=rt.sandbox, events=self.events, store=self.store, providers=self.providers,
+            sandbox=rt.sandbox, events=self.events, store=self.store,
+            providers=self.catalogue.provider_settings(spec.model, self.providers),
             request_stop=lambda reason: self._request_stop(sid, reason),
             on_run_finished=lambda: self._run_finished(sid),
+            system_prompt=workflow.prompt_section() if workflow else None, workflow=workflow,
         )
         rt.agent = Agent(ctx)
         await rt.agent.start()
@@ -402,6 +420,8 @@ class SessionManager:
             if message_id not in rt.posted:
                 rt.posted.add(message_id)
                 rt.agent.post_message(text, message_id)
+        if workflow is not None and attached:
+            await self.workflows.send_startup(sid, workflow)
         if initial and spec.initial_prompt:
             await self.post_message(sid, spec.initial_prompt)
 
@@ -416,11 +436,13 @@ class SessionManager:
         if row is not None and SessionSpec.model_validate(row.spec).complete_when_done:
             self._spawn(self.stop(sid, reason="the agent finished its work", final=Phase.completed))
 
-    async def post_message(self, sid: str, text: str) -> str:
+    async def post_message(self, sid: str, text: str, **meta: Any) -> str:
+        """meta: extra USER_MESSAGE fields, e.g. workflow_startup=<id> for a workflow's startup prompt."""
         row = await self.get(sid)
         check("message", row.phase)
         message_id = "m-" + secrets.token_hex(6)
-        await self.events.append(sid, "USER_MESSAGE", {"message_id": message_id, "text": text, "status": "queued"})
+        await self.events.append(sid, "USER_MESSAGE", {"message_id": message_id, "text": text, "status": "queued",
+                                                       **meta})
         rt = self._runtimes.get(sid)
         if rt is not None:
             rt.last_activity = time.monotonic()
@@ -620,6 +642,11 @@ class SessionManager:
             if not await self._start_sandbox(sid, rt):
                 await self.capacity.release(sid)
                 return
+            # Whatever ran for the dead server's agent has no one to report to: end it.
+            try:
+                await rt.sandbox.kill_processes()
+            except SandboxError as e:
+                self.log.warning("could not clear old processes of %s: %s", sid, e)
             await self._start_agent(sid, rt, spec, initial=False)
 
 

@@ -30,7 +30,9 @@ class Server:
         (tmp / "config").mkdir(exist_ok=True)
         (tmp / "root").mkdir(exist_ok=True)
         (tmp / "config" / "jupyter_server_config.json").write_text(json.dumps({
-            "ServerApp": {"jpserver_extensions": {"jupyter_sessions": True}},
+            # Only our extension: Lab, LSP and friends would triple the start-up time of each test server.
+            "ServerApp": {"jpserver_extensions": {"jupyter_sessions": True, "jupyterlab": False, "jupyter_lsp": False,
+                                                  "notebook_shim": False, "jupyter_server_terminals": False}},
             "SessionsApp": {"sandbox": sandbox, "data_dir": str(tmp / "data"), "enable_replay": True,
                             **sessions_config},
         }))

@@ -37,6 +37,28 @@ def _killpg(pgid: int) -> bool:
         return False
 
 
+#: Environment variable naming the session in every command the local sandbox runs.
+MARKER = "JUPYTER_SESSION_ID"
+
+
+def _kill_marked(session_id: str) -> int:
+    """SIGKILL every process whose environment carries MARKER=session_id; returns how many."""
+    needle = f"{MARKER}={session_id}".encode()
+    killed = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                if needle not in f.read().split(b"\0"):
+                    continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+    return killed
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -78,7 +100,8 @@ class LocalSandbox(Sandbox):
     def env(self) -> dict[str, str]:
         """A minimal environment built from scratch, so no server secret reaches a command."""
         return {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "HOME": str(self.workspace),
-                "LANG": "C.UTF-8", "TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat"}
+                "LANG": "C.UTF-8", "TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat",
+                MARKER: self.session_id}
 
     async def start(self) -> SandboxInfo:
         await asyncio.to_thread(self.workspace.mkdir, parents=True, exist_ok=True)
@@ -177,6 +200,9 @@ class LocalSandbox(Sandbox):
         for pgid in list(self._groups):
             _killpg(pgid)
             self._groups.discard(pgid)
+        # Processes a previous server started (it was killed) or that left their group: found by
+        # the marker every command carries in its environment.
+        await asyncio.to_thread(_kill_marked, self.session_id)
 
     async def is_alive(self) -> bool:
         return self._running and self.workspace.is_dir()
