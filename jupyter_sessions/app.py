@@ -41,6 +41,7 @@ class SessionsApp(ExtensionApp):
     sandbox_memory = Unicode("1g", help="Memory limit of a docker sandbox.").tag(config=True)
     sandbox_cpus = Float(1.0, help="CPU limit of a docker sandbox.").tag(config=True)
     sandbox_pids = Int(256, help="Process limit of a docker sandbox.").tag(config=True)
+    sandbox_max_file_mb = Int(1024, help="Largest file (MiB) a sandbox command may write; bigger writes fail.").tag(config=True)
     sandbox_network = Bool(False, help="Give docker sandboxes network access (off: --network none).").tag(config=True)
     default_model = Unicode("claude-sonnet-4-5", help="Model used when a session names none.").tag(config=True)
     models = List(Dict(), help="Extra or overriding model entries (ModelInfo fields, plus server-side only "
@@ -152,6 +153,7 @@ class SessionsApp(ExtensionApp):
             cpus=self.sandbox_cpus,
             pids=self.sandbox_pids,
             network=self.sandbox_network,
+            max_file_mb=self.sandbox_max_file_mb,
             allow_local_repos=self.allow_local_repos,
             git_credentials=dict(self.git_credentials),
             clone_timeout=self.clone_timeout,

@@ -66,6 +66,7 @@ class ManagerConfig:
     cpus: float = 1.0
     pids: int = 256
     network: bool = False
+    max_file_mb: int = 1024
     allow_local_repos: bool = True
     git_credentials: dict[str, str] = field(default_factory=dict)
     clone_timeout: int = 300
@@ -74,7 +75,8 @@ class ManagerConfig:
     max_sandboxes_per_user: int = 0  # 0 = no limit
 
     def limits(self) -> Limits:
-        return Limits(memory=self.memory, cpus=self.cpus, pids=self.pids, network=self.network)
+        return Limits(memory=self.memory, cpus=self.cpus, pids=self.pids, network=self.network,
+                      max_file_mb=self.max_file_mb)
 
 
 class SessionNotFound(KeyError):

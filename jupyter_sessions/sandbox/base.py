@@ -47,6 +47,7 @@ class Limits:
     cpus: float = 1.0
     pids: int = 256
     network: bool = False
+    max_file_mb: int = 1024  # largest file a command may write (RLIMIT_FSIZE): a runaway write fails clearly
 
 
 @dataclass

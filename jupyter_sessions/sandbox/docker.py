@@ -215,128 +215,34 @@ class DockerBackend(SandboxBackend):
             await asyncio.to_thread(client.close)
 
 
-class DockerSandbox(Sandbox):
-    """One session's container. Survives stop()/start(); remove() deletes it (not the workspace)."""
+class ContainerSandbox(Sandbox):
+    """Exec and file transfer into one running container: shared by docker and swarm sandboxes.
 
-    backend = "docker"
-    isolated = True
+    A subclass says which container (`_target`: name or id), which engine (`_api`: a docker
+    APIClient) and why the container cannot run commands (`_gone`); everything else (commands with
+    deadlines and token kills, the archive-based file tools, OOM explanations) lives here.
+    """
 
-    def __init__(self, owner: DockerBackend, session_id: str, workspace: Path, limits: Limits):
+    def __init__(self, session_id: str, workspace: Path, limits: Limits):
         super().__init__(session_id, workspace, limits)
-        self.owner = owner
         self.name = container_name(session_id)
-        self._start_lock = asyncio.Lock()
         self._oom_seen = 0
 
     @property
     def _api(self):
-        return self.owner.connect().api
+        raise NotImplementedError
 
-    # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> SandboxInfo:
-        async with self._start_lock:
-            image = await self.owner.image_tag()
-            host = Path(os.path.abspath(self.workspace))
-            await asyncio.to_thread(host.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(chown_tree, host)
-            info = await asyncio.to_thread(self._start_sync, image, host)
-            self._oom_seen = await asyncio.to_thread(self._oom_kills)
-            return info
+    @property
+    def _target(self) -> str:
+        """The container commands run in (name or id)."""
+        return self.name
 
-    def _start_sync(self, image: str, host: Path) -> SandboxInfo:
-        import docker.errors
-
-        client = self.owner.connect()
-        try:
-            c = client.containers.get(self.name)
-            if c.status in ("dead", "removing"):
-                c.remove(force=True)
-                c = None
-        except docker.errors.NotFound:
-            c = None
-        if c is None:
-            try:
-                c = self._create(client, image, host)
-            except docker.errors.APIError as e:
-                if e.status_code != 409:  # 409: created concurrently by another start()
-                    raise SandboxError(f"cannot create sandbox container {self.name}: {e.explanation or e}") from e
-                c = client.containers.get(self.name)
-        if c.status == "paused":
-            c.unpause()
-        elif c.status != "running":
-            try:
-                c.start()
-            except docker.errors.APIError as e:
-                raise SandboxError(f"cannot start sandbox container {self.name}: {e.explanation or e}") from e
-        c.reload()
-        if c.status != "running":
-            logs = c.logs(tail=20).decode(errors="replace")
-            raise SandboxError(f"sandbox container {self.name} exited at start: {logs}")
-        log.info("sandbox %s running (%s)", self.name, c.short_id)
-        return SandboxInfo(
-            backend="docker", isolated=True, ref=c.id,
-            detail={"container": self.name, "image": c.attrs["Config"]["Image"], "memory": self.limits.memory,
-                    "cpus": self.limits.cpus, "pids": self.limits.pids, "network": self.limits.network},
-        )
-
-    def _create(self, client, image: str, host: Path):
-        from docker.types import Mount
-
-        lim = self.limits
-        kwargs = {} if lim.network else {"network_mode": "none"}
-        return client.containers.create(
-            image, name=self.name, labels=self.owner.labels(self.session_id),
-            entrypoint=["sleep", "infinity"], init=True, user=KEEPER_USER, working_dir=WORKSPACE,
-            hostname="sandbox", environment=EXEC_ENV,
-            mounts=[Mount(target=WORKSPACE, source=str(host), type="bind")],
-            tmpfs={"/tmp": "rw,exec,nosuid,nodev,size=512m,mode=1777"},
-            mem_limit=lim.memory, memswap_limit=lim.memory, nano_cpus=int(lim.cpus * 1e9),
-            pids_limit=lim.pids, cap_drop=["ALL"], security_opt=["no-new-privileges"], **kwargs,
-        )
+    def _gone(self) -> SandboxGone | None:
+        """SandboxGone describing why the container can't run commands, or None if it can."""
+        raise NotImplementedError
 
     async def adopt(self, host_path: Path) -> None:
         await asyncio.to_thread(chown_tree, Path(host_path))
-
-    async def is_alive(self) -> bool:
-        def alive() -> bool:
-            import docker.errors
-
-            try:
-                return bool(self._api.inspect_container(self.name)["State"]["Running"])
-            except docker.errors.NotFound:
-                return False
-
-        return await asyncio.to_thread(alive)
-
-    async def death_cause(self) -> str | None:
-        """Why the container is not running (removed, OOM-killed, exit code), for the Failed reason."""
-        gone = await asyncio.to_thread(self._gone)
-        return str(gone) if gone else None
-
-    async def stop(self) -> None:
-        def stop() -> None:
-            import docker.errors
-
-            try:
-                self._api.stop(self.name, timeout=2)
-            except docker.errors.NotFound:
-                pass
-
-        await asyncio.to_thread(stop)
-
-    async def remove(self) -> None:
-        def remove() -> None:
-            import docker.errors
-
-            try:
-                self._api.remove_container(self.name, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as e:
-                if e.status_code != 409:  # 409: removal already in progress
-                    raise
-
-        await asyncio.to_thread(remove)
 
     async def kill_processes(self) -> None:
         def kill() -> None:
@@ -348,23 +254,6 @@ class DockerSandbox(Sandbox):
         await asyncio.to_thread(kill)
 
     # -- errors -------------------------------------------------------------------------------
-    def _gone(self) -> SandboxGone | None:
-        """SandboxGone describing why the container can't run commands, or None if it can."""
-        import docker.errors
-
-        try:
-            state = self._api.inspect_container(self.name)["State"]
-        except docker.errors.NotFound:
-            return SandboxGone(f"sandbox container {self.name} no longer exists (it was removed)")
-        if state.get("Running"):
-            return None
-        if state.get("OOMKilled"):
-            return SandboxGone(
-                f"sandbox container {self.name} was killed: out of memory (limit {self.limits.memory})")
-        return SandboxGone(
-                f"sandbox container {self.name} is not running (state {state.get('Status')}, "
-                f"exit code {state.get('ExitCode')})")
-
     def _translate(self, e: Exception) -> Exception:
         import docker.errors
 
@@ -373,12 +262,12 @@ class DockerSandbox(Sandbox):
         return SandboxError(f"docker: {e}")
 
     # -- small helper execs -------------------------------------------------------------------
-    def _run(self, cmd: list[str]) -> tuple[int, bytes, bytes]:
-        """Run a short helper as the sandbox user; (exit code, stdout, stderr)."""
+    def _run(self, cmd: list[str], user: str = SANDBOX_USER) -> tuple[int, bytes, bytes]:
+        """Run a short helper (as the sandbox user unless told); (exit code, stdout, stderr)."""
         import docker.errors
 
         try:
-            eid = self._api.exec_create(self.name, cmd, user=SANDBOX_USER, workdir=WORKSPACE,
+            eid = self._api.exec_create(self._target, cmd, user=user, workdir=WORKSPACE,
                                         environment=EXEC_ENV)["Id"]
             out, err = self._api.exec_start(eid, demux=True)
             code = self._api.exec_inspect(eid).get("ExitCode")
@@ -415,7 +304,7 @@ class DockerSandbox(Sandbox):
         if kind != "f":
             raise SandboxError(f"{path} is not a regular file")
         try:
-            stream, stat = self._api.get_archive(self.name, resolved)
+            stream, stat = self._api.get_archive(self._target, resolved)
             if stat.get("size", 0) > max_bytes:
                 raise SandboxError(f"{path} is {stat['size']} bytes, more than the {max_bytes} byte limit")
             data = b"".join(stream)
@@ -451,7 +340,7 @@ class DockerSandbox(Sandbox):
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             tar.addfile(info, io.BytesIO(data))
         try:
-            self._api.put_archive(self.name, parent or "/", buf.getvalue())
+            self._api.put_archive(self._target, parent or "/", buf.getvalue())
         except docker.errors.APIError as e:
             raise self._translate(e) from e
 
@@ -474,7 +363,7 @@ class DockerSandbox(Sandbox):
         wrapper = 'cd -- "$1" 2>/dev/null || { echo "no such directory: $1" >&2; exit 1; }; exec bash -lc "$2"'
         workdir = cwd if cwd.startswith("/") else f"{WORKSPACE}/{cwd}"
         try:
-            eid = self._api.exec_create(self.name, ["bash", "-c", wrapper, "bash", workdir, command],
+            eid = self._api.exec_create(self._target, ["bash", "-c", wrapper, "bash", workdir, command],
                                         user=SANDBOX_USER, workdir=WORKSPACE,
                                         environment={**EXEC_ENV, name: value})["Id"]
             sock = self._api.exec_start(eid, socket=True)
@@ -554,3 +443,141 @@ class DockerSandbox(Sandbox):
             self._run(["bash", "-c", _KILL_TOKEN, "kill", token])
         except SandboxError as e:
             log.warning("could not kill timed-out command in %s: %s", self.name, e)
+
+
+class DockerSandbox(ContainerSandbox):
+    """One session's container. Survives stop()/start(); remove() deletes it (not the workspace)."""
+
+    backend = "docker"
+    isolated = True
+
+    def __init__(self, owner: DockerBackend, session_id: str, workspace: Path, limits: Limits):
+        super().__init__(session_id, workspace, limits)
+        self.owner = owner
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def _api(self):
+        return self.owner.connect().api
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> SandboxInfo:
+        async with self._start_lock:
+            image = await self.owner.image_tag()
+            host = Path(os.path.abspath(self.workspace))
+            await asyncio.to_thread(host.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(chown_tree, host)
+            info = await asyncio.to_thread(self._start_sync, image, host)
+            self._oom_seen = await asyncio.to_thread(self._oom_kills)
+            return info
+
+    def _start_sync(self, image: str, host: Path) -> SandboxInfo:
+        import docker.errors
+
+        client = self.owner.connect()
+        try:
+            c = client.containers.get(self.name)
+            if c.status in ("dead", "removing"):
+                c.remove(force=True)
+                c = None
+        except docker.errors.NotFound:
+            c = None
+        if c is None:
+            try:
+                c = self._create(client, image, host)
+            except docker.errors.APIError as e:
+                if e.status_code != 409:  # 409: created concurrently by another start()
+                    raise SandboxError(f"cannot create sandbox container {self.name}: {e.explanation or e}") from e
+                c = client.containers.get(self.name)
+        if c.status == "paused":
+            c.unpause()
+        elif c.status != "running":
+            try:
+                c.start()
+            except docker.errors.APIError as e:
+                raise SandboxError(f"cannot start sandbox container {self.name}: {e.explanation or e}") from e
+        c.reload()
+        if c.status != "running":
+            logs = c.logs(tail=20).decode(errors="replace")
+            raise SandboxError(f"sandbox container {self.name} exited at start: {logs}")
+        log.info("sandbox %s running (%s)", self.name, c.short_id)
+        return SandboxInfo(
+            backend="docker", isolated=True, ref=c.id,
+            detail={"container": self.name, "image": c.attrs["Config"]["Image"], "memory": self.limits.memory,
+                    "cpus": self.limits.cpus, "pids": self.limits.pids, "network": self.limits.network},
+        )
+
+    def _create(self, client, image: str, host: Path):
+        from docker.types import Mount, Ulimit
+
+        lim = self.limits
+        kwargs = {} if lim.network else {"network_mode": "none"}
+        return client.containers.create(
+            image, name=self.name, labels=self.owner.labels(self.session_id),
+            entrypoint=["sleep", "infinity"], init=True, user=KEEPER_USER, working_dir=WORKSPACE,
+            hostname="sandbox", environment=EXEC_ENV,
+            mounts=[Mount(target=WORKSPACE, source=str(host), type="bind")],
+            tmpfs={"/tmp": "rw,exec,nosuid,nodev,size=512m,mode=1777"},
+            mem_limit=lim.memory, memswap_limit=lim.memory, nano_cpus=int(lim.cpus * 1e9),
+            pids_limit=lim.pids, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+            ulimits=[Ulimit(name="fsize", soft=lim.max_file_mb << 20, hard=lim.max_file_mb << 20)], **kwargs,
+        )
+
+    async def is_alive(self) -> bool:
+        def alive() -> bool:
+            import docker.errors
+
+            try:
+                return bool(self._api.inspect_container(self.name)["State"]["Running"])
+            except docker.errors.NotFound:
+                return False
+
+        return await asyncio.to_thread(alive)
+
+    async def death_cause(self) -> str | None:
+        """Why the container is not running (removed, OOM-killed, exit code), for the Failed reason."""
+        gone = await asyncio.to_thread(self._gone)
+        return str(gone) if gone else None
+
+    async def stop(self) -> None:
+        def stop() -> None:
+            import docker.errors
+
+            try:
+                self._api.stop(self.name, timeout=2)
+            except docker.errors.NotFound:
+                pass
+
+        await asyncio.to_thread(stop)
+
+    async def remove(self) -> None:
+        def remove() -> None:
+            import docker.errors
+
+            try:
+                self._api.remove_container(self.name, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as e:
+                if e.status_code != 409:  # 409: removal already in progress
+                    raise
+
+        await asyncio.to_thread(remove)
+
+    # -- errors -------------------------------------------------------------------------------
+    def _gone(self) -> SandboxGone | None:
+        """SandboxGone describing why the container can't run commands, or None if it can."""
+        import docker.errors
+
+        try:
+            state = self._api.inspect_container(self.name)["State"]
+        except docker.errors.NotFound:
+            return SandboxGone(f"sandbox container {self.name} no longer exists (it was removed)")
+        if state.get("Running"):
+            return None
+        if state.get("OOMKilled"):
+            return SandboxGone(
+                f"sandbox container {self.name} was killed: out of memory (limit {self.limits.memory})")
+        return SandboxGone(
+                f"sandbox container {self.name} is not running (state {state.get('Status')}, "
+                f"exit code {state.get('ExitCode')})")

@@ -120,7 +120,8 @@ class LocalSandbox(Sandbox):
         if not workdir.is_dir():
             return ExecResult(exit_code=1, output=f"no such directory: {cwd}\n")
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", command, cwd=workdir, env=self.env(), start_new_session=True,
+            "bash", "-c", f"ulimit -f {self.limits.max_file_mb * 1024}; {command}", cwd=workdir, env=self.env(),
+            start_new_session=True,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         self._groups.add(proc.pid)
