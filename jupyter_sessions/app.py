@@ -17,6 +17,10 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 from .agent.context import ProviderSettings
 from .catalogue import BUILTIN_MODELS, Catalogue
 from .events import EventLog
+from .export import ExportConfig
+from .export import setup as setup_services
+from .export.drive import DriveConfig
+from .tracing import LangfuseSettings
 from .manager import ManagerConfig, SessionManager, WorkspaceSettings
 from .models import ModelInfo
 from .store import Store
@@ -77,6 +81,19 @@ class SessionsApp(ExtensionApp):
     model_stream_idle_timeout = Float(
         120.0, help="Seconds without a byte from the model API before a stream counts as broken (and is retried).",
     ).tag(config=True)
+    chromium_path = Unicode("", help="Chromium for PDF export (default: `chromium` on PATH).").tag(config=True)
+    export_max_output_chars = Int(2000, help="Tool output longer than this is cut in exports, with a note.").tag(config=True)
+    langfuse_public_key = Unicode(help="Langfuse public key (default: $LANGFUSE_PUBLIC_KEY); no keys = no tracing.").tag(config=True)
+    langfuse_secret_key = Unicode(help="Langfuse secret key (default: $LANGFUSE_SECRET_KEY).").tag(config=True)
+    langfuse_base_url = Unicode(help="Langfuse URL (default: $LANGFUSE_BASE_URL or $LANGFUSE_HOST).").tag(config=True)
+    langfuse_environment = Unicode("", help="Langfuse environment tag for traces.").tag(config=True)
+    drive_client_id = Unicode("", help="Google OAuth client id for Drive export.").tag(config=True)
+    drive_client_secret = Unicode("", help="Google OAuth client secret for Drive export.").tag(config=True)
+    drive_auth_uri = Unicode("https://accounts.google.com/o/oauth2/v2/auth", help="Google OAuth consent URL.").tag(config=True)
+    drive_token_uri = Unicode("https://oauth2.googleapis.com/token", help="Google OAuth token URL.").tag(config=True)
+    drive_api_root = Unicode("https://www.googleapis.com/", help="Drive API root URL.").tag(config=True)
+    drive_folder_id = Unicode("", help="Upload into this Drive folder (default: My Drive).").tag(config=True)
+    drive_redirect_uri = Unicode("", help="OAuth redirect URI (default: this server's .../drive/callback).").tag(config=True)
     replay_dir = Unicode("", help="Folder of recorded transcripts; enables the offline `replay` model.").tag(config=True)
     enable_replay = Bool(False, help="Offer the offline `replay` model (a recorded demo transcript).").tag(config=True)
 
@@ -99,6 +116,18 @@ class SessionsApp(ExtensionApp):
     @default("gemini_api_key")
     def _gemini_key(self) -> str:
         return os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY", "")
+
+    @default("langfuse_public_key")
+    def _lf_public(self) -> str:
+        return os.environ.get("LANGFUSE_PUBLIC_KEY", "")
+
+    @default("langfuse_secret_key")
+    def _lf_secret(self) -> str:
+        return os.environ.get("LANGFUSE_SECRET_KEY", "")
+
+    @default("langfuse_base_url")
+    def _lf_url(self) -> str:
+        return os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGFUSE_HOST", "")
 
     @default("gemini_base_url")
     def _gemini_url(self) -> str:
@@ -171,6 +200,9 @@ class SessionsApp(ExtensionApp):
             log=self.log,
         )
         self.settings["jupyter_sessions_manager"] = self.manager
+        self.services = setup_services(self.settings, self.manager, self.export_config())
+        self.manager.on_agent_start.append(self.services.tracing.watch)
+        self.manager.on_started.append(self.services.start)
         self.manager.workflows.loader.workflow_dirs = tuple(self.workflow_dirs)
         if self.hub_groups:
             from .hub import HubGroups
@@ -195,6 +227,17 @@ class SessionsApp(ExtensionApp):
         if token:
             os.environ["JUPYTER_SESSIONS_TOKEN"] = token
 
+    def export_config(self) -> ExportConfig:
+        langfuse = LangfuseSettings(
+            public_key=self.langfuse_public_key or None, secret_key=self.langfuse_secret_key or None,
+            base_url=self.langfuse_base_url or None, environment=self.langfuse_environment or None)
+        drive = DriveConfig(
+            client_id=self.drive_client_id or None, client_secret=self.drive_client_secret or None,
+            auth_uri=self.drive_auth_uri, token_uri=self.drive_token_uri, api_root=self.drive_api_root,
+            folder_id=self.drive_folder_id or None, redirect_uri=self.drive_redirect_uri or None)
+        return ExportConfig(chromium_path=self.chromium_path or None, max_args_chars=self.export_max_output_chars,
+                            max_result_chars=self.export_max_output_chars, langfuse=langfuse, drive=drive)
+
     def initialize_handlers(self) -> None:
         from .routes import handlers
 
@@ -204,4 +247,5 @@ class SessionsApp(ExtensionApp):
         await self.manager.ensure_started()
 
     async def stop_extension(self) -> None:
+        await self.services.close()
         await self.manager.shutdown()

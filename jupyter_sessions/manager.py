@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Callable, Any
 
 from pydantic import BaseModel, Field
 
@@ -141,6 +141,9 @@ class SessionManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._provisioning: dict[str, asyncio.Task] = {}
+        #: hooks: (session id, seq to follow from) before an agent starts; and after start-up
+        self.on_agent_start: list[Callable[[str, int], Any]] = []
+        self.on_started: list[Callable[[], Any]] = []
         self.capacity = Capacity(config.max_sandboxes_per_user,
                                  {name: w.max_sandboxes for name, w in workspaces.items()})
         self.per_user = config.per_user_sessions
@@ -171,6 +174,8 @@ class SessionManager:
         for phase in order:
             for row in sorted((r for r in rows if r.phase == phase.value), key=lambda r: r.created):
                 self._spawn(self._recover(row.id, phase))
+        for hook in self.on_started:
+            hook()
 
     async def _remove_orphans(self, live: set[str], backends: set[str]) -> None:
         """Sandboxes and workspaces whose session is gone (a crash mid-delete, a wiped database)."""
@@ -406,6 +411,9 @@ class SessionManager:
         except ImportError:  # the engine is optional in a partial install
             await self.events.append(sid, ev.AGENT_STATE_CHANGED, {"state": "idle"}, agent_state="idle")
             return
+        last_seq = (await self.get(sid)).last_seq
+        for hook in self.on_agent_start:  # e.g. tracing follows the log from here
+            hook(sid, last_seq)
         info = self.catalogue.get(spec.model)
         workflow, attached = await self.workflows.prepare(sid, rt.sandbox, fresh=initial)
         ctx = AgentContext(

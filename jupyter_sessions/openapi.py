@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
+from .workflows.loader import WorkflowIn, WorkflowList
+from .workspaces import WorkspaceList
 from .models import (
     AnswerIn,
     ErrorBody,
@@ -30,12 +32,18 @@ from .models import (
 # (method, path, summary, request model, success status, response model or None)
 OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseModel] | None]] = [
     ("get", "/models", "Models the caller's workspace may use", None, 200, ModelList),
+    ("get", "/workspaces", "Workspaces the caller may use (on JupyterHub: granted by hub groups)", None, 200,
+     WorkspaceList),
+    ("get", "/workflows", "Named workflows (built-in and the admin's); any folder or git URL works too", None, 200,
+     WorkflowList),
     ("get", "/sessions", "List the caller's sessions", None, 200, SessionList),
     ("post", "/sessions", "Create a session (Pending, then Creating, then Running)", SessionSpec, 201, Session),
     ("get", "/sessions/{id}", "One session", None, 200, Session),
     ("patch", "/sessions/{id}", "Rename a session", SessionPatch, 200, Session),
     ("delete", "/sessions/{id}", "Delete a session, its sandbox, workspace and events", None, 204, None),
     ("post", "/sessions/{id}/repos", "Attach a repository", RepoSpec, 202, Session),
+    ("post", "/sessions/{id}/workflow", "Attach or switch the workflow (takes effect at once while Running)",
+     WorkflowIn, 202, Session),
     ("post", "/sessions/{id}/messages", "Send a message to the agent", MessageIn, 202, MessageAccepted),
     ("post", "/sessions/{id}/answers", "Answer the agent's pending question", AnswerIn, 202, Session),
     ("post", "/sessions/{id}/stop", "Stop the session (resumable)", None, 202, Session),
@@ -57,16 +65,24 @@ _ERRORS = {
 }
 
 
+def all_operations() -> list:
+    """OPERATIONS plus the feature modules' (export, feedback, Drive)."""
+    from .export.routes import OPERATIONS as EXPORT_OPERATIONS
+
+    return OPERATIONS + EXPORT_OPERATIONS
+
+
 @lru_cache(maxsize=8)
 def openapi_document(base_url: str = "/") -> dict:
-    models = {ErrorBody, *(op[3] for op in OPERATIONS if op[3]), *(op[5] for op in OPERATIONS if op[5])}
+    operations = all_operations()
+    models = {ErrorBody, *(op[3] for op in operations if op[3]), *(op[5] for op in operations if op[5])}
     _, schemas = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}",
     )
     ref = lambda m: {"$ref": f"#/components/schemas/{m.__name__}"}  # noqa: E731
     paths: dict[str, dict] = {}
-    for method, path, summary, req, status, resp in OPERATIONS:
+    for method, path, summary, req, status, resp in operations:
         op: dict = {"summary": summary, "operationId": f"{method}_{path}".replace("/", "_").strip("_"),
                     "responses": {}}
         params = []
@@ -78,16 +94,27 @@ def openapi_document(base_url: str = "/") -> dict:
             params.append({"name": "limit", "in": "query",
                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}})
         if path == "/models":
-            params.append({"name": "workspace", "in": "query", "schema": {"type": "string", "default": "default"}})
+            params.append({"name": "workspace", "in": "query", "schema": {"type": "string"},
+                           "description": "default: the caller's primary workspace (see GET /workspaces)"})
+        if path.endswith("/export") and method == "get":
+            params.append({"name": "format", "in": "query",
+                           "schema": {"type": "string", "enum": ["markdown", "pdf", "ipynb", "json"],
+                                      "default": "markdown"}})
+            params.append({"name": "include_thinking", "in": "query", "schema": {"type": "boolean", "default": False}})
+        if path == "/drive/connect":
+            params.append({"name": "redirect", "in": "query", "schema": {"type": "string"}})
         if params:
             op["parameters"] = params
         if req is not None:
             # A body whose every field has a default may be left out (POST /sessions with defaults).
             required = bool(req.model_json_schema().get("required"))
             op["requestBody"] = {"required": required, "content": {"application/json": {"schema": ref(req)}}}
-        ok: dict = {"description": "OK" if status < 300 else "Switching protocols"}
+        ok: dict = {"description": {101: "Switching protocols", 302: "Redirect"}.get(status, "OK")}
         if resp is not None:
             ok["content"] = {"application/json": {"schema": ref(resp)}}
+        elif path.endswith("/export") and method == "get":  # a file download, not JSON
+            ok["content"] = {m: {"schema": {"type": "string", "format": "binary"}} for m in
+                             ("text/markdown", "application/pdf", "application/x-ipynb+json", "application/json")}
         op["responses"][str(status)] = ok
         for code, text in _ERRORS.items():
             op["responses"][code] = {"description": text,

@@ -35,6 +35,7 @@ from .models import (
 )
 from .openapi import openapi_document
 from .sandbox.base import SandboxUnavailable
+from .workflows import WorkflowIn, WorkflowList, list_workflows
 
 PREFIX = "jupyter-sessions/api"
 SID = r"(?P<sid>[^/]+)"
@@ -159,15 +160,35 @@ class ModelsHandler(BaseHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         m = self.manager
-        name = self.get_query_argument("workspace", "default")
-        ws = m.workspaces.get(name)
-        if ws is None:
-            raise ApiError(404, f"unknown workspace {name!r}; known: {', '.join(sorted(m.workspaces))}",
-                           [{"field": "workspace", "message": "unknown workspace"}])
+        # no workspace named: the caller's primary one (on JupyterHub, granted by the user's groups)
+        ws = await self.call(m.access.resolve(self.get_query_argument("workspace", None) or None, 404))
         models = m.catalogue.visible(set(ws.features))
         default = ws.default_model or m.catalogue.default_model
         self.send(ModelList(models=[x.model_copy(update={"default": x.id == default}) for x in models],
                             default_model=default))
+
+
+class WorkspacesHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        self.send(await self.call(self.manager.access.listing()))
+
+
+class WorkflowsHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def get(self) -> None:
+        dirs = self.manager.workflows.loader.workflow_dirs
+        flows = await asyncio.to_thread(list_workflows, dirs)
+        self.send(WorkflowList(workflows=[w.info() for w in flows]))
+
+
+class SessionWorkflowHandler(BaseHandler):
+    @tornado.web.authenticated
+    async def post(self, sid: str) -> None:
+        await self.session_row(sid)
+        body = self.body(WorkflowIn)
+        await self.call(self.manager.workflows.attach(sid, body.workflow))
+        self.send(to_session(await self.session_row(sid)), 202)
 
 
 class SessionsHandler(BaseHandler):
@@ -340,9 +361,12 @@ class StreamHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHa
 
 ROUTES: list[tuple[str, type]] = [
     (r"/models", ModelsHandler),
+    (r"/workspaces", WorkspacesHandler),
+    (r"/workflows", WorkflowsHandler),
     (r"/sessions", SessionsHandler),
     (rf"/sessions/{SID}", SessionHandler),
     (rf"/sessions/{SID}/repos", ReposHandler),
+    (rf"/sessions/{SID}/workflow", SessionWorkflowHandler),
     (rf"/sessions/{SID}/messages", MessagesHandler),
     (rf"/sessions/{SID}/answers", AnswersHandler),
     (rf"/sessions/{SID}/stop", StopHandler),
@@ -354,6 +378,13 @@ ROUTES: list[tuple[str, type]] = [
 ]
 
 
+def all_routes() -> list[tuple[str, type]]:
+    """This module's routes plus the feature modules' (export, feedback, Drive)."""
+    from .export.routes import ROUTES as EXPORT_ROUTES
+
+    return ROUTES + EXPORT_ROUTES
+
+
 def handlers(base_url: str = "/") -> list[tuple[str, type]]:
     """Tornado patterns relative to the server's base_url (ExtensionApp prepends it)."""
-    return [(f"/{PREFIX}{path}/?", handler) for path, handler in ROUTES]
+    return [(f"/{PREFIX}{path}/?", handler) for path, handler in all_routes()]

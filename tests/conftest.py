@@ -101,3 +101,27 @@ def bare_repo(tmp_path) -> Path:
     bare = tmp_path / "demo.git"
     _git("clone", "-q", "--bare", str(work), str(bare))
     return bare
+
+
+def use_services(jp_serverapp, jp_asyncio_loop, config):
+    """Swap the server's export/tracing/feedback/Drive services for ones built with `config`.
+
+    The app wires default services (from traitlets) at start-up; tests that need a fake Langfuse
+    or Drive endpoint, or quick retry timings, rebuild them the same way app.py does.
+    """
+    from jupyter_sessions.export import setup
+
+    settings = jp_serverapp.web_app.settings
+    manager = settings["jupyter_sessions_manager"]
+    old = settings.get("jupyter_sessions_services")
+
+    async def swap():
+        await manager.ensure_started()
+        if old is not None:
+            await old.close()
+        svcs = setup(settings, manager, config)
+        manager.on_agent_start[:] = [svcs.tracing.watch]
+        svcs.start()
+        return svcs
+
+    return jp_asyncio_loop.run_until_complete(swap())

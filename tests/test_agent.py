@@ -122,10 +122,13 @@ async def test_text_reply_events_request_and_display_name(make, fake, store):
     types = [e.type for e in evs]
     assert squash(types) == ["AGENT_STATE_CHANGED", "USER_MESSAGE", "AGENT_STATE_CHANGED", "RUN_STARTED",
                              "MESSAGE_DELIVERED", "SESSION_RENAMED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT",
-                             "TEXT_MESSAGE_END", "RUN_FINISHED", "AGENT_STATE_CHANGED"]
+                             "TEXT_MESSAGE_END", "MODEL_CALL_FINISHED", "RUN_FINISHED", "AGENT_STATE_CHANGED"]
     assert [e.data["state"] for e in evs if e.type == "AGENT_STATE_CHANGED"] == ["idle", "working", "idle"]
     assert "".join(e.data["delta"] for e in evs if e.type == "TEXT_MESSAGE_CONTENT") == "Hello! I can help with that."
     assert evs[-2].data["outcome"] == {"type": "success"} and evs[-2].data["threadId"] == h.sid
+    call = next(e.data for e in evs if e.type == "MODEL_CALL_FINISHED")
+    assert call["model"] == "claude-sonnet-4-5" and call["usage"]["output_tokens"] == 42
+    assert call["stopReason"] == "end_turn" and call["latencyMs"] >= 0 and call["runId"] == evs[-2].data["runId"]
     agui_valid(evs)
     row = await store.get_session(h.sid)
     assert row.display_name == "Fix the login bug" and row.state["auto_name"] is False

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from jupyter_sessions.openapi import OPERATIONS
-from jupyter_sessions.routes import ROUTES
+from jupyter_sessions.openapi import all_operations
+from jupyter_sessions.routes import all_routes
 
 
 async def test_create_reaches_running_with_cloned_repo(api, bare_repo, jp_serverapp, sessions_config):
@@ -167,9 +167,9 @@ async def test_stop_and_resume_basic(api):
 async def test_openapi_document_matches_routes(api):
     doc = await api.ok("GET", "openapi.json")
     assert doc["openapi"].startswith("3.1")
-    documented = {(m, p) for m, p, *_ in OPERATIONS}
+    documented = {(m, p) for m, p, *_ in all_operations()}
     served = set()
-    for pattern, handler in ROUTES:
+    for pattern, handler in all_routes():
         path = pattern.replace("(?P<sid>[^/]+)", "{id}")
         for method in ("get", "post", "patch", "delete", "put"):
             if method in handler.__dict__:

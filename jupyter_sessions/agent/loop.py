@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 import secrets
 from dataclasses import dataclass, field
 
@@ -369,8 +370,12 @@ class Agent:
         last_text: str | None = None
         end = StepEnd("end_turn")
         self._streamed_tools = streamed = []
+        started = time.monotonic()
+        first_token: float | None = None
         async for ev in provider.stream(req):
             kind = type(ev)
+            if first_token is None and kind in (BlockStart, BlockDelta):
+                first_token = time.monotonic()
             if kind is BlockDelta:
                 o = opened.get(ev.index)
                 if o is None or not ev.text:
@@ -404,6 +409,11 @@ class Agent:
             self._usage[k] += int(end.usage.get(k) or 0)
         if content:
             await self._atomic(self._append("assistant", content))
+        # One event per model call: tracing turns it into a Langfuse generation with usage and latency.
+        await self._emit("MODEL_CALL_FINISHED", {
+            "runId": self._run_id, "model": self.ctx.model.id, "usage": dict(end.usage),
+            "stopReason": end.stop_reason, "latencyMs": round((time.monotonic() - started) * 1000),
+            "timeToFirstTokenMs": round((first_token - started) * 1000) if first_token else None})
         self._streamed_tools = []
         self._last_stop = end.stop_reason
         uses = [b for b in content if b["type"] == "tool_use"]
