@@ -37,7 +37,7 @@ class HubGroups:
     """The server owner's hub groups, fetched from the hub API and cached."""
 
     def __init__(self, api_url: str | None = None, token: str | None = None, *, ttl: float = 60.0,
-                 static: list[str] | None = None, timeout: float = 10.0):
+                 static: list[str] | None = None, timeout: float = 20.0):
         self.api_url = (api_url or "").rstrip("/")
         self.token = token or ""
         self.ttl = ttl

@@ -124,7 +124,7 @@ def test_markdown_structure_and_content():
     assert "📦 Cloned https://example.invalid/demo.git (main)" in md
     # thinking only on request; secrets never
     assert "look first" not in md and "💭" not in md
-    assert SECRET not in md and "My key is [secret]" in md
+    assert SECRET not in md and "My key is [secret masked]" in md
 
 
 def test_truncation_note_is_exact():
@@ -158,7 +158,7 @@ def test_ipynb_is_a_valid_notebook_with_cell_metadata():
 def test_mask_secrets_walks_everything():
     doc = {"a": [f"x{SECRET}y", {"k": SECRET}], "n": 3, SECRET: "key"}
     masked = json.dumps(mask_secrets(doc, [SECRET, "", "abc"]))  # short/empty values are ignored
-    assert SECRET not in masked and masked.count("[secret]") == 3 and "abc" not in masked.replace("abc", "")
+    assert SECRET not in masked and masked.count("[secret masked]") == 3 and "abc" not in masked.replace("abc", "")
 
 
 def test_safe_names_and_content_disposition():

@@ -79,7 +79,7 @@ async def test_runs_become_traces_with_generations_and_tool_spans(langfuse, clie
     gen = gens[0]
     assert attrs(gen)["langfuse.observation.model.name"] == "claude-sonnet-4-5"
     gen_in = json.loads(attrs(gen)["langfuse.observation.input"])
-    assert gen_in == [{"role": "user", "content": "Fix the failing test please. My key is [secret]"}]
+    assert gen_in == [{"role": "user", "content": "Fix the failing test please. My key is [secret masked]"}]
     gen_out = json.loads(attrs(gen)["langfuse.observation.output"])
     assert gen_out["text"] == "I'll run the **test suite** first."
     assert "look first" in gen_out["thinking"]
@@ -91,7 +91,7 @@ async def test_runs_become_traces_with_generations_and_tool_spans(langfuse, clie
     assert attrs(tools["read_file"])["langfuse.observation.level"] == "ERROR"
     assert "no such file" in attrs(tools["read_file"])["langfuse.observation.output"]
     assert attrs(tools["ask_user_question"])["langfuse.observation.level"] == "WARNING"  # paused, no result yet
-    assert "My key is [secret]" in attrs(root)["langfuse.observation.input"]
+    assert "My key is [secret masked]" in attrs(root)["langfuse.observation.input"]
 
     run2 = traces[trace_id_for_run("s-abc", "run-2")]
     (gen2,) = by_type(run2, "generation")

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..redact import redact_text
 from ..sandbox.base import (
     WORKSPACE,
     PathOutsideWorkspace,
@@ -33,7 +34,7 @@ READ_MAX_LINE = 2000
 BASH_DEFAULT_TIMEOUT = 120
 BASH_MAX_TIMEOUT = 600
 GLOB_MAX_RESULTS = 500
-MASK = "[secret masked]"
+from ..redact import MASK  # noqa: E402,F401  (re-exported for callers)
 
 
 @dataclass
@@ -134,10 +135,8 @@ TOOL_NAMES = [s.name for s in SPECS]
 
 # -- helpers -----------------------------------------------------------------------------------
 def mask_secrets(s: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4 and secret in s:
-            s = s.replace(secret, MASK)
-    return s
+    """Known secret values and credential-shaped strings masked (see jupyter_sessions.redact)."""
+    return redact_text(s, secrets)
 
 
 def cap(s: str, limit: int = MAX_RESULT) -> str:

@@ -20,30 +20,17 @@ import nbformat
 from nbformat.notebooknode import from_dict
 from nbformat.v4 import new_notebook
 
+from ..redact import redact
 from ..transcript import fold
 
 FORMAT_VERSION = 1
-MASK = "[secret]"
+from ..redact import MASK  # noqa: E402,F401
 
 
 # -- secrets ---------------------------------------------------------------------------------------
 def mask_secrets(value: Any, secrets: Sequence[str]) -> Any:
-    """`value` with every occurrence of every secret replaced, recursively (str, list, dict)."""
-    secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-    if not secrets:
-        return value
-    pattern = re.compile("|".join(re.escape(s) for s in secrets))
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, str):
-            return pattern.sub(MASK, v)
-        if isinstance(v, dict):
-            return {walk(k) if isinstance(k, str) else k: walk(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(value)
+    """`value` with secrets masked, recursively (str, list, dict): see jupyter_sessions.redact."""
+    return redact(value, secrets)
 
 
 # -- options and session facts ---------------------------------------------------------------------
