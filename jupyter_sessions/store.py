@@ -33,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session as DBSession, mapped_column, sessionmaker
 
 log = logging.getLogger("jupyter_sessions.store")
@@ -156,6 +157,7 @@ class Store:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jupyter-sessions-db")
         self._seq: dict[str, int] = {}  # last seq per session (this process is the only writer)
         self._pending: list[tuple] = []
+        self.lock_patience = 60.0  # seconds an append waits out a locked database before failing
         self._flusher: asyncio.Future | None = None
 
     async def _run(self, fn: Callable[[DBSession], T]) -> T:
@@ -230,9 +232,8 @@ class Store:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                rows = await self._run_core(lambda conn: self._write_batch(conn, batch))
+                rows = await self._write_with_retry(batch)
             except Exception as e:
-                self._seq.clear()  # the cache may hold seqs of the rolled-back batch
                 for *_, fut in batch:
                     if not fut.done():
                         fut.set_exception(e)
@@ -244,6 +245,25 @@ class Store:
                     fut.set_exception(row)
                 else:
                     fut.set_result(row)
+
+    async def _write_with_retry(self, batch: list) -> list:
+        """Write a batch; a locked or busy database is waited out (with backoff) instead of losing events."""
+        delay = 0.05
+        deadline = asyncio.get_running_loop().time() + self.lock_patience
+        while True:
+            try:
+                return await self._run_core(lambda conn: self._write_batch(conn, batch))
+            except OperationalError as e:
+                self._seq.clear()  # the cache may hold seqs of the rolled-back batch
+                transient = "locked" in str(e) or "busy" in str(e)
+                if not transient or asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("session store is locked; retrying in %.2f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:
+                self._seq.clear()
+                raise
 
     def _write_batch(self, db: Connection, batch: list) -> list[EventRow | KeyError]:
         rows: list[EventRow | KeyError] = []
