@@ -23,7 +23,7 @@ from .export.drive import DriveConfig
 from .tracing import LangfuseSettings
 from .manager import ManagerConfig, SessionManager, WorkspaceSettings
 from .models import ModelInfo
-from .store import Store
+from .store import SessionRow, Store
 
 
 class SessionsApp(ExtensionApp):
@@ -209,6 +209,36 @@ class SessionsApp(ExtensionApp):
 
             self.manager.access.groups = HubGroups.from_env(ttl=self.hub_groups_ttl)
         self._export_server_env()
+        self._register_snapshot_refresh()
+
+    def _register_snapshot_refresh(self) -> None:
+        """On every notebook save, rewrite chat widgets' Markdown snapshots from the event log, so a
+        saved notebook shows the whole transcript (on GitHub, in nbconvert) even for turns that
+        finished after the cell did."""
+        if self.serverapp is None:
+            return
+        from .widgets.snapshot import refresh_notebook
+
+        store, manager = self.manager.store, self.manager
+
+        def refresh(model, path, contents_manager, **kwargs):
+            if model.get("type") != "notebook" or not isinstance(model.get("content"), dict):
+                return
+
+            def events(sid: str):
+                row = None
+                try:
+                    with store._sessions() as db:
+                        row = db.get(SessionRow, sid)
+                except Exception:
+                    return None
+                if row is None or (manager.per_user and row.owner != manager.server_owner):
+                    return None
+                return store.events_sync(sid) or None
+
+            refresh_notebook(model["content"], events)
+
+        self.serverapp.contents_manager.register_pre_save_hook(refresh)
 
     def _export_server_env(self) -> None:
         """Tell kernels this server starts where the API is (they inherit the server's environment).

@@ -297,6 +297,13 @@ class Store:
 
         return await self._run(fn)
 
+    def events_sync(self, session_id: str) -> list[dict]:
+        """Every event of a session, read on the caller's thread: for the contents pre-save hook,
+        which jupyter_server calls synchronously."""
+        with self._sessions() as db:
+            rows = db.scalars(select(EventRow).where(EventRow.session_id == session_id).order_by(EventRow.seq))
+            return [{"seq": r.seq, "type": r.type, "ts": r.ts.isoformat(), "data": r.data} for r in rows]
+
     # message history ------------------------------------------------------------------------
     async def append_message(self, session_id: str, role: str, content: list[dict]) -> int:
         def fn(db: DBSession) -> int:

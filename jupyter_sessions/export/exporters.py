@@ -203,14 +203,16 @@ class JupyterSessionExporter(Exporter):
     def _file_extension_default(self) -> str:
         return self._EXT[self.output_format]
 
+    _MIME = {"markdown": "text/markdown", "pdf": "application/pdf", "html": "text/html",
+             "ipynb": "application/x-ipynb+json"}
+    # A plain class attribute (jupyter_server's /api/nbconvert lists it by class); instances follow
+    # their output_format.
+    output_mimetype = "text/markdown"
+
     @observe("output_format")
     def _format_changed(self, change) -> None:
         self.file_extension = self._EXT[change["new"]]
-
-    @property
-    def output_mimetype(self) -> str:  # type: ignore[override]
-        return {"markdown": "text/markdown", "pdf": "application/pdf", "html": "text/html",
-                "ipynb": "application/x-ipynb+json"}[self.output_format]
+        self.output_mimetype = self._MIME[change["new"]]
 
     def options(self, *, open_details: bool = False) -> NotebookOptions:
         return NotebookOptions(include_thinking=self.include_thinking, max_args_chars=self.max_args_chars,
