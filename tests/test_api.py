@@ -217,3 +217,12 @@ async def test_docker_unreachable_is_a_clear_503(unreachable_docker, api, sandbo
     assert code == 503
     assert "apt-get install docker.io" in err["error"] and "sandbox = 'local'" in err["error"]
     assert (await api.ok("GET", "sessions"))["sessions"] == []
+
+
+def test_readme_lists_every_config_option():
+    from jupyter_sessions.app import SessionsApp
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    base = set(SessionsApp.__base__.class_traits(config=True))
+    missing = [n for n in SessionsApp.class_traits(config=True) if n not in base and f"`{n}`" not in readme]
+    assert not missing, f"document these options in README.md: {missing}"
