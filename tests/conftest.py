@@ -125,3 +125,51 @@ def use_services(jp_serverapp, jp_asyncio_loop, config):
         return svcs
 
     return jp_asyncio_loop.run_until_complete(swap())
+
+
+# -- shared fixtures for tests with fakes ------------------------------------------------------------
+@pytest.fixture
+def run(jp_asyncio_loop):
+    """Run a coroutine to completion on the server's loop (fixtures are sync: pytest-asyncio is off)."""
+    return jp_asyncio_loop.run_until_complete
+
+
+@pytest.fixture
+def fake(run):
+    """A fake Anthropic Messages API (real HTTP + SSE on 127.0.0.1), scripted per test."""
+    from fakes.anthropic_server import FakeAnthropic
+
+    server = run(FakeAnthropic().start())
+    yield server
+    run(server.stop())
+
+
+@pytest.fixture
+def manager(jp_serverapp):
+    return jp_serverapp.web_app.settings["jupyter_sessions_manager"]
+
+
+@pytest.fixture
+def langfuse(run):
+    """A fake Langfuse and matching settings (a fresh key: the SDK keeps one client per public key)."""
+    import uuid
+
+    from fakes.langfuse_server import FakeLangfuse
+    from jupyter_sessions.tracing import LangfuseSettings
+
+    pk = "pk-lf-" + uuid.uuid4().hex[:12]
+    server = FakeLangfuse(pk, "sk-lf-" + uuid.uuid4().hex[:12]).start()
+    yield server, LangfuseSettings(public_key=pk, secret_key=server.secret_key, base_url=server.url)
+    run(server.stop())
+
+
+async def until(pred, timeout: float = 20.0, what: str = "condition"):
+    """Poll `pred()` until it is truthy (returned), failing after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert loop.time() < end, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)

@@ -15,7 +15,6 @@ from ag_ui.core import events as agui
 from fakes import AgentHarness, make_sandbox
 from fakes.anthropic_server import (
     SSE,
-    FakeAnthropic,
     HTTPError,
     frame,
     overloaded,
@@ -36,23 +35,11 @@ AGUI_TYPES = {e.value for e in agui.EventType}
 
 
 @pytest.fixture
-def run(jp_asyncio_loop):
-    return jp_asyncio_loop.run_until_complete
-
-
-@pytest.fixture
 def store(tmp_path, run):
     s = Store(f"sqlite:///{tmp_path}/sessions.sqlite")
     run(s.migrate())
     yield s
     run(s.close())
-
-
-@pytest.fixture
-def fake(run):
-    server = run(FakeAnthropic().start())
-    yield server
-    run(server.stop())
 
 
 @pytest.fixture

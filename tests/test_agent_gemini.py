@@ -34,11 +34,6 @@ def camel(d: dict) -> dict:
 
 
 @pytest.fixture
-def run(jp_asyncio_loop):
-    return jp_asyncio_loop.run_until_complete
-
-
-@pytest.fixture
 def fake(run):
     server = run(FakeGemini().start())
     yield server

@@ -12,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fakes.anthropic_server import FakeAnthropic, reply, text, tool_use
+from fakes.anthropic_server import reply, text, tool_use
 
 pytestmark = pytest.mark.parametrize("sandbox_kind", ["docker"], indirect=True)
-
-
-@pytest.fixture
-def fake(jp_asyncio_loop):
-    server = jp_asyncio_loop.run_until_complete(FakeAnthropic().start())
-    yield server
-    jp_asyncio_loop.run_until_complete(server.stop())
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 
 import pytest
+
+from conftest import until
 
 from jupyter_sessions import client as cl
 from jupyter_sessions.client import (
@@ -36,18 +37,6 @@ def server_url(jp_serverapp, http_server_client, jp_http_port, jp_base_url):
 @pytest.fixture
 def client(jp_serverapp, server_url):
     return SessionsClient(server_url, jp_serverapp.identity_provider.token)
-
-
-@pytest.fixture
-def manager(jp_serverapp):
-    return jp_serverapp.web_app.settings["jupyter_sessions_manager"]
-
-
-async def until(pred, timeout: float = 20, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 # --- discovery -------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ token that is refreshed, a token Drive rejects, a revoked grant and a denied upl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.parse
 from datetime import datetime, timedelta, timezone
@@ -12,13 +11,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import use_services
-from jupyter_server.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient
 
 from fakes.drive_server import FakeDrive
-from jupyter_sessions.export import ExportConfig, setup
+from jupyter_sessions.export import ExportConfig
 from jupyter_sessions.export.drive import DriveConfig
-from jupyter_sessions.export.routes import ROUTES
 from test_export import transcript_events
 
 

@@ -16,9 +16,8 @@ import nbformat
 import pytest
 
 from conftest import use_services
-from jupyter_server.utils import url_path_join
 
-from jupyter_sessions.export import ExportConfig, content_disposition, safe_filename, setup
+from jupyter_sessions.export import ExportConfig, content_disposition, safe_filename
 from jupyter_sessions.export.exporters import BrowserNotFound, JupyterSessionExporter, find_chromium, render
 from jupyter_sessions.export.notebook import (
     NotebookOptions,
@@ -27,7 +26,6 @@ from jupyter_sessions.export.notebook import (
     mask_secrets,
     session_document,
 )
-from jupyter_sessions.export.routes import ROUTES
 
 SECRET = "sk-ant-api03-THIS-IS-SECRET"
 HAS_CHROMIUM = shutil.which("chromium") is not None or os.path.exists("/usr/bin/chromium")

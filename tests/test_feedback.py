@@ -5,36 +5,18 @@ no duplicate scores."""
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
 from datetime import datetime, timezone
 
 import pytest
 
-from conftest import use_services
-from jupyter_server.utils import url_path_join
+from conftest import until, use_services
 
-from fakes.langfuse_server import FakeLangfuse
 from jupyter_sessions.events import EventLog
-from jupyter_sessions.export import ExportConfig, setup
-from jupyter_sessions.export.routes import ROUTES
+from jupyter_sessions.export import ExportConfig
 from jupyter_sessions.feedback import FeedbackIn, FeedbackService, score_id
 from jupyter_sessions.store import SessionRow, Store, utcnow
-from jupyter_sessions.tracing import LangfuseSettings, make_client, trace_id_for_run
+from jupyter_sessions.tracing import make_client, trace_id_for_run
 from test_export import transcript_events
-
-
-@pytest.fixture
-def run(jp_asyncio_loop):
-    return jp_asyncio_loop.run_until_complete
-
-
-@pytest.fixture
-def langfuse(run):
-    pk = "pk-lf-" + uuid.uuid4().hex[:12]
-    server = FakeLangfuse(pk, "sk-lf-" + uuid.uuid4().hex[:12]).start()
-    yield server, LangfuseSettings(public_key=pk, secret_key=server.secret_key, base_url=server.url)
-    run(server.stop())
 
 
 @pytest.fixture
@@ -56,17 +38,6 @@ async def session_with_transcript(api, jp_serverapp) -> dict:
     for e in transcript_events()[2:]:
         await log.append(s["id"], e["type"], e["data"])
     return s
-
-
-async def until(pred, timeout: float = 30.0, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert loop.time() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_rating_is_stored_evented_and_scored_on_the_messages_trace(api, jp_serverapp, langfuse, services):

@@ -42,11 +42,6 @@ def server(jp_serverapp, http_server_client, jp_http_port, jp_base_url, monkeypa
     return url
 
 
-@pytest.fixture
-def manager(jp_serverapp):
-    return jp_serverapp.web_app.settings["jupyter_sessions_manager"]
-
-
 def one_line_error(err: str) -> str:
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1, err

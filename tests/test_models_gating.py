@@ -9,7 +9,7 @@ import asyncio
 import json
 
 import pytest
-from fakes.anthropic_server import FakeAnthropic, reply, text
+from fakes.anthropic_server import reply, text
 
 from jupyter_sessions.catalogue import BUILTIN_MODELS
 
@@ -71,13 +71,6 @@ async def test_gated_model_available_where_the_workspace_enables_it(gated_worksp
     spaces = await api.ok("GET", "workspaces")
     assert spaces["primary"] == "default"  # a plain server: every workspace is open, `default` first
     assert {w["name"] for w in spaces["workspaces"]} == {"default", "research"}
-
-
-@pytest.fixture
-def fake(jp_asyncio_loop):
-    server = jp_asyncio_loop.run_until_complete(FakeAnthropic().start())
-    yield server
-    jp_asyncio_loop.run_until_complete(server.stop())
 
 
 @pytest.fixture

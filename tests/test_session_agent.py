@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from fakes.anthropic_server import FakeAnthropic, reply, text, tool_use
+from fakes.anthropic_server import reply, text, tool_use
 
 SECRET = "sk-ant-test-0123456789-secret"
 
@@ -21,13 +21,6 @@ THREE = {"questions": [
      "options": [{"label": "Auth", "description": "login"}, {"label": "Search", "description": "full text"}]},
     {"question": "Anything else?", "header": "Notes", "options": [], "multiSelect": False},
 ]}
-
-
-@pytest.fixture
-def fake(jp_asyncio_loop):
-    server = jp_asyncio_loop.run_until_complete(FakeAnthropic().start())
-    yield server
-    jp_asyncio_loop.run_until_complete(server.stop())
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 
 import pytest
 from tornado.httpclient import HTTPClientError
-from tornado.websocket import WebSocketClosedError
 
 
 async def read_events(ws, n: int, timeout: float = 10) -> list[dict]:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 
 import pytest
 from jupyter_server.utils import url_path_join
 
-from fakes.langfuse_server import FakeLangfuse
 from jupyter_sessions.export import ExportConfig, setup
 from jupyter_sessions.export.routes import ROUTES
 from jupyter_sessions.tracing import (
@@ -22,20 +20,6 @@ from jupyter_sessions.tracing import (
     trace_id_for_run,
 )
 from test_export import SECRET, transcript_events
-
-
-@pytest.fixture
-def run(jp_asyncio_loop):
-    return jp_asyncio_loop.run_until_complete
-
-
-@pytest.fixture
-def langfuse(run):
-    """A fake Langfuse and matching settings (a fresh key: the SDK keeps one client per public key)."""
-    pk = "pk-lf-" + uuid.uuid4().hex[:12]
-    server = FakeLangfuse(pk, "sk-lf-" + uuid.uuid4().hex[:12]).start()
-    yield server, LangfuseSettings(public_key=pk, secret_key=server.secret_key, base_url=server.url)
-    run(server.stop())
 
 
 @pytest.fixture

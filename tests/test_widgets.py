@@ -7,10 +7,11 @@ import asyncio
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+
+from conftest import until
 
 from jupyter_sessions.client import SessionsClient
 from jupyter_sessions.transcript import fold
@@ -23,18 +24,6 @@ CHAT_JS = Path(__file__).resolve().parent.parent / "jupyter_sessions" / "static"
 @pytest.fixture
 def client(jp_serverapp, http_server_client, jp_http_port, jp_base_url):
     return SessionsClient(f"http://localhost:{jp_http_port}{jp_base_url}", jp_serverapp.identity_provider.token)
-
-
-@pytest.fixture
-def manager(jp_serverapp):
-    return jp_serverapp.web_app.settings["jupyter_sessions_manager"]
-
-
-async def until(pred, timeout: float = 20, what: str = "condition"):
-    end = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 QUESTIONS = [

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fakes.anthropic_server import FakeAnthropic, reply, text
+from fakes.anthropic_server import reply, text
 
 from jupyter_sessions.workflows import (
     Loader,
@@ -203,13 +203,6 @@ def test_git_workflow_from_a_bare_repo_is_placed_in_the_workspace(tmp_path, work
 
 
 # -- sessions with workflows (a real server, the real agent, a fake Anthropic API) ---------------
-@pytest.fixture
-def fake(jp_asyncio_loop):
-    server = jp_asyncio_loop.run_until_complete(FakeAnthropic().start())
-    yield server
-    jp_asyncio_loop.run_until_complete(server.stop())
-
-
 @pytest.fixture
 def with_fake_anthropic(sessions_config, fake, tmp_path):
     admin_dir = tmp_path / "admin-workflows"

@@ -103,7 +103,7 @@ class ExportService:
         return out
 
     async def export(self, row, fmt: str, include_thinking: bool = False) -> ExportResult:
-        from .notebook import NotebookOptions, SessionFacts, build_notebook, session_document
+        from .notebook import NotebookOptions, SessionFacts, session_document
 
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")

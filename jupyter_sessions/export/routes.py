@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..feedback import Feedback, FeedbackIn, FeedbackList, UnknownMessage
 from ..models import Phase
 from ..routes import SID, ApiError, BaseHandler, PREFIX
-from . import FORMATS, content_disposition, safe_filename
+from . import FORMATS, content_disposition
 from .drive import DriveError, DriveNotConnected
 from .exporters import BrowserNotFound
 
