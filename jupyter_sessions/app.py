@@ -33,9 +33,10 @@ class SessionsApp(ExtensionApp):
     load_other_extensions = True
 
     sandbox = Enum(
-        ["auto", "docker", "local"],
+        ["auto", "docker", "local", "swarm", "kubernetes"],
         default_value="auto",
-        help="Sandbox backend: docker (isolated containers), local (host subprocesses, no isolation), "
+        help="Sandbox backend: docker (isolated containers), local (host subprocesses, no isolation), swarm "
+        "(one Docker Swarm service per session), kubernetes (one pod per session; see docs/scale-out.md), "
         "or auto (docker when an engine is reachable, else local).",
     ).tag(config=True)
     database_url = Unicode(help="SQLAlchemy URL of the session store (SQLite file in the Jupyter data dir by default).").tag(config=True)
@@ -47,6 +48,14 @@ class SessionsApp(ExtensionApp):
     sandbox_pids = Int(256, help="Process limit of a docker sandbox.").tag(config=True)
     sandbox_max_file_mb = Int(1024, help="Largest file (MiB) a sandbox command may write; bigger writes fail.").tag(config=True)
     sandbox_network = Bool(False, help="Give docker sandboxes network access (off: --network none).").tag(config=True)
+    swarm = Dict(
+        help="Swarm backend options: constraints (list), reservation (fraction of the limits), volume_driver, "
+        "volume_options, network_per_session, node_engines, start_timeout. See docs/scale-out.md.",
+    ).tag(config=True)
+    kubernetes = Dict(
+        help="Kubernetes backend options: namespace, image, kube_config, context, in_cluster, workspace_mode "
+        "(pvc|shared), storage_class, workspace_size, workspace_claim, node_selector, ... See docs/scale-out.md.",
+    ).tag(config=True)
     default_model = Unicode("claude-sonnet-4-5", help="Model used when a session names none.").tag(config=True)
     models = List(Dict(), help="Extra or overriding model entries (ModelInfo fields, plus server-side only "
                   "base_url, api_key or api_key_env to re-point a model, e.g. at a proxy).").tag(config=True)
@@ -183,6 +192,7 @@ class SessionsApp(ExtensionApp):
             pids=self.sandbox_pids,
             network=self.sandbox_network,
             max_file_mb=self.sandbox_max_file_mb,
+            backend_options={"swarm": dict(self.swarm), "kubernetes": dict(self.kubernetes)},
             allow_local_repos=self.allow_local_repos,
             git_credentials=dict(self.git_credentials),
             clone_timeout=self.clone_timeout,

@@ -67,6 +67,7 @@ class ManagerConfig:
     pids: int = 256
     network: bool = False
     max_file_mb: int = 1024
+    backend_options: dict[str, dict] = field(default_factory=dict)  # per backend: swarm, kubernetes
     allow_local_repos: bool = True
     git_credentials: dict[str, str] = field(default_factory=dict)
     clone_timeout: int = 300
@@ -181,6 +182,8 @@ class SessionManager:
         """Sandboxes and workspaces whose session is gone (a crash mid-delete, a wiped database)."""
         if self.config.sandbox in ("docker", "auto"):
             backends = backends | {"docker"}
+        elif self.config.sandbox != "local":
+            backends = backends | {self.config.sandbox}
         for name in backends:
             try:
                 backend = await self._backend(name)
@@ -223,10 +226,11 @@ class SessionManager:
             from .sandbox import make_backend
 
             kwargs: dict[str, Any] = {}
-            if name == "docker":
+            if name != "local":  # make_backend drops what a backend does not take
                 kwargs = {"image": self.config.docker_image, "docker_url": self.config.docker_url,
                           "memory": self.config.memory, "cpus": self.config.cpus, "pids": self.config.pids,
-                          "network": self.config.network, "instance": self.instance}
+                          "network": self.config.network, "max_file_mb": self.config.max_file_mb,
+                          "instance": self.instance, **self.config.backend_options.get(name, {})}
             self._backends[name] = make_backend(name, **kwargs)
         return self._backends[name]
 

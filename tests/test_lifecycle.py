@@ -172,3 +172,30 @@ async def test_capacity_queues_beyond_the_limit(one_sandbox_per_user, api):
     assert (await api.ok("GET", "sessions", a["id"]))["phase"] == "Pending"  # now the first one waits
     await api.call("DELETE", "sessions", b["id"])
     await api.wait_phase(a["id"], "Running")
+
+
+@pytest.fixture
+def swarm_mode():
+    from jupyter_sessions.sandbox.swarm import single_node_swarm
+
+    with single_node_swarm():
+        yield
+
+
+@pytest.mark.parametrize("sandbox_kind", ["swarm"], indirect=True)
+async def test_swarm_session_lifecycle_through_the_api(swarm_mode, api, sandbox_kind, bare_repo, sessions_config):
+    client = docker.from_env()
+    s = await api.ok("POST", "sessions", body={"repos": [{"url": str(bare_repo)}]})
+    sid = s["id"]
+    s = await api.wait_phase(sid, "Running", "Failed")
+    assert s["phase"] == "Running" and s["sandbox"] == "swarm", s
+    service = client.services.get(f"jupyter-session-{sid}")
+    assert service.attrs["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"] == "none"
+    await api.ok("POST", "sessions", sid, "stop")
+    await api.wait_phase(sid, "Stopped")
+    await api.ok("POST", "sessions", sid, "resume")
+    await api.wait_phase(sid, "Running")
+    assert (Path(sessions_config["data_dir"]) / "workspaces" / sid / "repos" / "demo" / "README.md").exists()
+    code, _ = await api.call("DELETE", "sessions", sid)
+    assert code == 204
+    assert not client.services.list(filters={"label": f"jupyter-sessions.session={sid}"})

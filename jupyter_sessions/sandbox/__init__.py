@@ -1,7 +1,7 @@
 """Sandbox backends: where a session's commands and file tools run.
 
-`make_backend("docker" | "local", **config)` builds one from the server's settings; the backends
-live in their own modules so importing this package never needs the docker SDK.
+`make_backend("docker" | "local" | "swarm" | "kubernetes", **config)` builds one from the server's
+settings; the backends live in their own modules so importing this package never needs the docker SDK.
 """
 
 from __future__ import annotations
@@ -34,7 +34,19 @@ def _local():
     return LocalBackend
 
 
-BACKENDS = {"docker": _docker, "local": _local}
+def _swarm():
+    from .swarm import SwarmBackend
+
+    return SwarmBackend
+
+
+def _kubernetes():
+    from .kubernetes import KubernetesBackend
+
+    return KubernetesBackend
+
+
+BACKENDS = {"docker": _docker, "local": _local, "swarm": _swarm, "kubernetes": _kubernetes}
 
 
 def make_backend(name: str, **config) -> SandboxBackend:
