@@ -7,6 +7,11 @@ extension (`%load_ext jupyter_sessions`).
 __version__ = "0.1.0"
 
 
+def _jupyter_labextension_paths():
+    """The built side panel (labextension/ -> jupyter_sessions/labextension) for JupyterLab."""
+    return [{"src": "labextension", "dest": "jupyter-sessions"}]
+
+
 def _jupyter_server_extension_points():
     from .app import SessionsApp
 

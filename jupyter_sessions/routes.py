@@ -109,7 +109,8 @@ class BaseHandler(JsonErrors, ExtensionHandlerMixin, APIHandler):
 
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
-        unknown = set(self.request.query_arguments) - self.query_args - {"token", "_xsrf"}
+        # token/_xsrf are Jupyter's own; a bare number is JupyterLab's cache-buster (`?1732540000000`)
+        unknown = {k for k in self.request.query_arguments if not k.isdigit()} - self.query_args - {"token", "_xsrf"}
         if unknown and self.current_user:
             names = ", ".join(sorted(unknown))
             raise ApiError(422, f"unknown query argument: {names}", [{"field": n, "message": "not accepted here"}

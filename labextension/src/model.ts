@@ -1,0 +1,172 @@
+/**
+ * The sessions this user has, shared by the side panel's list and every open session view.
+ * Refreshed by polling GET /sessions (fast while the panel shows) and patched at once from the
+ * event streams of open views and from the answers of our own requests.
+ */
+import { ISignal, Signal } from '@lumino/signaling';
+import type { AgentState, Phase, Session, SessionsApi } from './api';
+
+export const RESTING: ReadonlySet<string> = new Set(['Stopped', 'Completed', 'Failed']);
+export const ACTIVE: ReadonlySet<string> = new Set(['Pending', 'Creating', 'Running']);
+
+/** What each operation is allowed in (README's operation × phase table). */
+export const ALLOWED: Record<string, ReadonlySet<string>> = {
+  message: ACTIVE,
+  answer: new Set(['Running']),
+  add_repo: ACTIVE,
+  stop: ACTIVE,
+  resume: RESTING,
+  clone: new Set(['Pending', 'Creating', 'Running', 'Stopping', 'Stopped', 'Completed', 'Failed']),
+  rename: new Set(['Pending', 'Creating', 'Running', 'Stopping', 'Stopped', 'Completed', 'Failed']),
+  delete: new Set(['Pending', 'Creating', 'Running', 'Stopping', 'Stopped', 'Completed', 'Failed']),
+  export: new Set(['Pending', 'Creating', 'Running', 'Stopping', 'Stopped', 'Completed', 'Failed'])
+};
+
+export function allowed(operation: keyof typeof ALLOWED | string, phase: string): boolean {
+  return !!ALLOWED[operation]?.has(phase);
+}
+
+export class SessionsModel {
+  readonly api: SessionsApi;
+  private _sessions = new Map<string, Session>();
+  private _changed = new Signal<this, void>(this);
+  private _error = '';
+  private _loaded = false;
+  private _timer: any = null;
+  private _interval = 0;
+  private _inflight: Promise<void> | null = null;
+  private _disposed = false;
+
+  constructor(api: SessionsApi) {
+    this.api = api;
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  /** the last refresh error ('' when fine) */
+  get error(): string {
+    return this._error;
+  }
+
+  get loaded(): boolean {
+    return this._loaded;
+  }
+
+  /** newest first */
+  get sessions(): Session[] {
+    return [...this._sessions.values()].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
+  }
+
+  get(id: string): Session | undefined {
+    return this._sessions.get(id);
+  }
+
+  refresh(): Promise<void> {
+    if (this._inflight) {
+      return this._inflight;
+    }
+    this._inflight = (async () => {
+      try {
+        const list = await this.api.list();
+        const next = new Map(list.map(s => [s.id, s]));
+        const same =
+          this._loaded &&
+          !this._error &&
+          next.size === this._sessions.size &&
+          list.every(s => {
+            const old = this._sessions.get(s.id);
+            return old && JSON.stringify(old) === JSON.stringify(s);
+          });
+        this._sessions = next;
+        this._error = '';
+        this._loaded = true;
+        if (!same) {
+          this._changed.emit();
+        }
+      } catch (e: any) {
+        const msg = e?.message ?? String(e);
+        if (msg !== this._error) {
+          this._error = msg;
+          this._changed.emit();
+        }
+      } finally {
+        this._inflight = null;
+      }
+    })();
+    return this._inflight;
+  }
+
+  /** Poll every `ms` (0 stops). */
+  poll(ms: number): void {
+    if (ms === this._interval || this._disposed) {
+      return;
+    }
+    this._interval = ms;
+    clearInterval(this._timer);
+    this._timer = null;
+    if (ms > 0) {
+      this._timer = setInterval(() => {
+        if (typeof document === 'undefined' || !document.hidden) {
+          void this.refresh();
+        }
+      }, ms);
+    }
+  }
+
+  upsert(s: Session): void {
+    this._sessions.set(s.id, s);
+    this._loaded = true;
+    this._changed.emit();
+  }
+
+  /** Change a known session in place (from a stream event); unknown ids are ignored. */
+  patch(id: string, change: Partial<Session>): void {
+    const s = this._sessions.get(id);
+    if (!s) {
+      return;
+    }
+    const keys = Object.keys(change) as (keyof Session)[];
+    if (keys.every(k => s[k] === change[k])) {
+      return;
+    }
+    this._sessions.set(id, { ...s, ...change });
+    this._changed.emit();
+  }
+
+  /** Apply what a session's event says about its row. */
+  applyEvent(id: string, ev: { type: string; seq: number; data?: Record<string, any> }): void {
+    const d = ev.data || {};
+    const s = this._sessions.get(id);
+    if (!s || ev.seq <= s.last_seq) {
+      return;
+    }
+    if (ev.type === 'PHASE_CHANGED') {
+      this.patch(id, {
+        phase: d.phase as Phase,
+        reason: d.reason ?? s.reason,
+        agent_state: d.phase === 'Running' ? s.agent_state : null,
+        last_seq: ev.seq
+      });
+    } else if (ev.type === 'AGENT_STATE_CHANGED') {
+      this.patch(id, { agent_state: d.state as AgentState, last_seq: ev.seq });
+    } else if (ev.type === 'SESSION_RENAMED') {
+      this.patch(id, { display_name: d.display_name, last_seq: ev.seq });
+    } else if (ev.type === 'SESSION_DELETED') {
+      this.remove(id);
+    }
+  }
+
+  remove(id: string): void {
+    if (this._sessions.delete(id)) {
+      this._changed.emit();
+    }
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    clearInterval(this._timer);
+    Signal.clearData(this);
+  }
+}
