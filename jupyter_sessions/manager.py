@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import events as ev
 from .agent.context import AgentContext, ProviderSettings
@@ -35,7 +35,7 @@ from .models import (
 )
 from .capacity import Capacity
 from .lifecycle import Conflict, check
-from .repos import CloneError, clone, strip_userinfo
+from .repos import CloneError, clone, repo_host, strip_userinfo
 from .sandbox.base import Limits, Sandbox, SandboxBackend, SandboxError, SandboxUnavailable
 from .store import SessionRow, Store, utcnow
 from .workflows.service import SessionWorkflows
@@ -45,7 +45,9 @@ DAY = 24 * 3600
 
 
 class WorkspaceSettings(BaseModel):
-    """A named scope of settings (feature flags, defaults, limits)."""
+    """A named scope of settings (feature flags, defaults, limits); unknown keys are a config error."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str
     inactivity_timeout: int = Field(default=DAY, ge=0)
@@ -54,6 +56,18 @@ class WorkspaceSettings(BaseModel):
     max_sandboxes: int = Field(default=0, ge=0, description="concurrent sandboxes in this workspace; 0 = no limit")
     groups: list[str] = Field(default_factory=list, description="JupyterHub groups whose members may use it; "
                               "empty = everyone (see workspaces.py)")
+    allowed_repo_hosts: list[str] = Field(
+        default_factory=list, description="hosts repos may be cloned from (e.g. github.com); 'local' allows server "
+        "paths; empty = any")
+
+    def check_repo(self, repo: RepoSpec, field_name: str = "repos") -> None:
+        """SpecError (403) when this workspace does not allow cloning from the repo's host."""
+        if not self.allowed_repo_hosts:
+            return
+        host = repo_host(repo.url)
+        if host not in self.allowed_repo_hosts:
+            allowed = ", ".join(self.allowed_repo_hosts)
+            raise SpecError(field_name, f"workspace {self.name!r} allows repos only from: {allowed} (not {host})", 403)
 
 
 @dataclass
@@ -278,6 +292,8 @@ class SessionManager:
             updates["model"] = space.default_model or self.catalogue.default_model
         spec = spec.model_copy(update=updates)
         self.catalogue.validate_spec(spec, set(space.features))
+        for i, repo in enumerate(spec.repos):
+            space.check_repo(repo, f"repos.{i}.url")
         if self.config.sandbox != "auto":
             backend = await self._backend(self.config.sandbox)
             await backend.check()  # SandboxUnavailable -> clear 503 before anything is stored
@@ -535,6 +551,7 @@ class SessionManager:
         row = await self.get(sid)
         check("add_repo", row.phase)
         spec = SessionSpec.model_validate(row.spec)
+        self.workspace_of(spec).check_repo(repo, "url")
         if repo.folder() in {r.folder() for r in spec.repos}:
             raise SpecError("name", f"the session already has a repo in repos/{repo.folder()}; give this one a 'name'", 409)
         async with self._lock(sid):

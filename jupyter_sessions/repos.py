@@ -54,6 +54,16 @@ def _auth_header(url: str, credentials: dict[str, str]) -> str | None:
     return f"Authorization: Basic {raw}"
 
 
+def repo_host(url: str) -> str:
+    """The host a repo URL points at (`local` for a server path); scp-style `git@host:repo` too."""
+    if is_local(url):
+        return "local"
+    m = re.match(r"^[\w.-]+@([\w.-]+):", url)
+    if m and "://" not in url:
+        return m.group(1).lower()
+    return (urlsplit(url).hostname or "").lower()
+
+
 def is_local(url: str) -> bool:
     return "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url)
 

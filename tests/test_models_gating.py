@@ -178,3 +178,19 @@ async def test_workspaces_follow_hub_groups(hub_groups, api):
     assert code == 403 and "only for members of the hub group(s) ops" in err["error"]
     code, err = await api.call("POST", "sessions", body={"workspace": "ops"})
     assert code == 403 and err["detail"][0]["field"] == "workspace"
+
+
+@pytest.fixture
+def github_only(sessions_config):
+    sessions_config["workspaces"] = {"default": {"allowed_repo_hosts": ["github.com"]}}
+    return sessions_config
+
+
+async def test_workspace_allowed_repo_hosts(github_only, api, bare_repo):
+    code, err = await api.call("POST", "sessions", body={"repos": [{"url": str(bare_repo)}]})
+    assert code == 403 and "only from: github.com" in err["error"] and err["detail"][0]["field"] == "repos.0.url"
+    assert (await api.ok("GET", "sessions"))["sessions"] == []
+    s = await api.ok("POST", "sessions", body={})
+    await api.wait_phase(s["id"], "Running")
+    code, err = await api.call("POST", "sessions", s["id"], "repos", body={"url": "https://gitlab.com/a/b.git"})
+    assert code == 403 and "gitlab.com" in err["error"]
