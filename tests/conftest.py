@@ -173,3 +173,29 @@ async def until(pred, timeout: float = 20.0, what: str = "condition"):
             return got
         assert loop.time() < end, f"timed out waiting for {what}"
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def _remove_test_sandboxes(request):
+    """After a test with a server: remove the containers and services that server's sessions left.
+
+    A real server keeps sandboxes running across its own restarts on purpose (recovery); a test
+    server never restarts, so its sandboxes would otherwise pile up for the rest of the run.
+    """
+    yield
+    app = request.node.funcargs.get("jp_serverapp")
+    manager = app.web_app.settings.get("jupyter_sessions_manager") if app is not None else None
+    if manager is None or not any(b != "local" for b in manager._backends):
+        return
+    import docker
+
+    try:
+        client = docker.from_env()
+        label = f"jupyter-sessions.instance={manager.instance}"
+        for service in client.services.list(filters={"label": label}) if client.info().get("Swarm", {}).get(
+                "LocalNodeState") == "active" else []:
+            service.remove()
+        for container in client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+    except docker.errors.DockerException:
+        pass
