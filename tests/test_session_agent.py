@@ -154,3 +154,22 @@ async def test_api_key_never_leaves_the_server(with_fake, fake, api, sessions_co
     for f in workspace.rglob("*"):
         if f.is_file():
             assert SECRET not in f.read_text(errors="replace")
+
+
+async def test_pending_question_survives_stop_and_resume(with_fake, fake, api):
+    fake.push(reply(tool_use("ask_user_question", THREE, id="q9")), reply(text("Thanks, going on.")))
+    s = await api.ok("POST", "sessions", body={})
+    sid = s["id"]
+    await api.wait_phase(sid, "Running")
+    await api.ok("POST", "sessions", sid, "messages", body={"text": "ask first"})
+    await wait_state(api, sid, "waiting_input")
+    await api.ok("POST", "sessions", sid, "stop")
+    await api.wait_phase(sid, "Stopped")
+    await api.ok("POST", "sessions", sid, "resume")
+    await api.wait_phase(sid, "Running")
+    await wait_state(api, sid, "waiting_input")  # the question is still there, never expired
+    await api.ok("POST", "sessions", sid, "answers",
+                 body={"tool_call_id": "q9", "answers": ["Postgres", ["Search"], "none"]}, status=202)
+    await wait_event(api, sid, "TEXT_MESSAGE_END")
+    await wait_state(api, sid, "idle")
+    assert fake.bodies[-1]["messages"][-1]["content"][0]["tool_use_id"] == "q9"
