@@ -57,11 +57,14 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseMode
 ]
 
 _ERRORS = {
+    "400": "malformed request",
     "403": "not authenticated",
     "404": "no such session",
     "409": "the operation does not fit the session's phase",
     "422": "invalid input; `detail` names each field",
-    "503": "the sandbox backend is unavailable",
+    "412": "a precondition is missing (e.g. Google Drive not configured or not connected)",
+    "502": "an upstream service refused (e.g. Google Drive)",
+    "503": "a backend is unavailable (sandbox engine, browser for PDF)",
 }
 
 
@@ -119,6 +122,10 @@ def openapi_document(base_url: str = "/") -> dict:
         for code, text in _ERRORS.items():
             op["responses"][code] = {"description": text,
                                      "content": {"application/json": {"schema": ref(ErrorBody)}}}
+        if path == "/drive/callback":  # a page for the browser that Google redirects back
+            html = {"text/html": {"schema": {"type": "string"}}}
+            op["responses"]["200"]["content"] = html
+            op["responses"]["400"] = {"description": "Google's answer was unusable (HTML page)", "content": html}
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",

@@ -56,7 +56,7 @@ def test_api_fuzz(case, live_server):
         excluded_checks=[positive_data_acceptance, missing_required_header],
     )
     assert not_a_server_error is not None and response.status_code < 500
-    if response.status_code >= 400:
+    if response.status_code >= 400 and case.path != "/drive/callback":  # that one is an HTML page
         body = response.json()
         assert isinstance(body.get("error"), str) and body["error"], body
     created = case.method.upper() == "POST" and case.path == "/sessions" and response.status_code == 201

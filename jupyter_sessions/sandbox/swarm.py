@@ -431,8 +431,16 @@ class SwarmSandbox(ContainerSandbox):
             host = Path(os.path.abspath(self.workspace))
             await asyncio.to_thread(host.mkdir, parents=True, exist_ok=True)
             await asyncio.to_thread(chown_tree, host)
-            service = await asyncio.to_thread(self._ensure_service, image, host)
-            task = await self._wait_running(service["ID"])
+            for attempt in (1, 2):
+                service = await asyncio.to_thread(self._ensure_service, image, host)
+                try:
+                    task = await self._wait_running(service["ID"])
+                    break
+                except SandboxError:
+                    # A task killed a moment ago can still look "running" to swarm, so the old
+                    # service is kept and then fails; it has been dropped, so one retry makes a new one.
+                    if attempt == 2:
+                        raise
             self._use(task)
             oom = None
             if image not in self.owner.setid_files:  # the first task of an image scans, the rest wait for its list
