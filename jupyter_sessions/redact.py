@@ -27,9 +27,11 @@ _TOKEN_SHAPES = [
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
 ]
 # `API_KEY=...`, `password: ...`, `export AWS_SECRET_ACCESS_KEY="..."`: keep the name, mask the value.
+# Anchored at a word start rather than a line start: tools prefix lines (`12\tKEY=…` from read_file,
+# `path:3:KEY=…` from grep), and the secret must be masked there too.
 _ASSIGNMENT = (
-    r"(?im)^(\s*(?:export\s+)?[\w.\-]*(?:secret|token|passw(?:or)?d|api[_\-]?key|access[_\-]?key|private[_\-]?key"
-    r"|credential)s?[\w.\-]*\s*[=:]\s*)(['\"]?)([^\s'\"#]{6,})\2"
+    r"(?i)(?<![\w.\-])((?:export\s+)?[\w.\-]*(?:secret|token|passw(?:or)?d|api[_\-]?key|access[_\-]?key"
+    r"|private[_\-]?key|credential)s?[\w.\-]*\s*[=:]\s*)(['\"]?)([^\s'\"#]{6,})\2"
 )
 _SHAPES = re.compile("|".join(f"(?:{p})" for p in _TOKEN_SHAPES))
 _ASSIGN = re.compile(_ASSIGNMENT)

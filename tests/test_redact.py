@@ -32,3 +32,8 @@ def test_plain_text_is_untouched_and_nested_values_are_walked():
     assert redact_text(prose) == prose
     assert redact({"a": ["x hunter2-known y"], "hunter2-known": 1}, ["hunter2-known"]) == {
         "a": [f"x {MASK} y"], MASK: 1}
+
+
+def test_prefixed_lines_from_tools_are_masked_too():
+    for line in ("     3\tSTRIPE_SECRET_KEY=dotenv-abcdef1234", "repos/app/.env:3:STRIPE_SECRET_KEY=dotenv-abcdef1234"):
+        assert "dotenv-abcdef1234" not in redact_text(line)
