@@ -235,7 +235,7 @@ def test_refresh_notebook_rewrites_chat_outputs_only():
     n = refresh_notebook(nb, lambda sid: events if sid == "s-1" else None)
     assert n == 1
     md = nb["cells"][0]["outputs"][0]["data"]["text/markdown"]
-    assert "hello" in md and "](#unsafe-link:javascript" in md and "Phase: Running" not in md
+    assert "hello" in md and "](javascript-blocked:" in md and "Phase: Running" not in md
     assert nb["cells"][0]["outputs"][1]["data"]["text/markdown"] == "other"
     assert nb["cells"][2]["outputs"][0]["data"]["text/markdown"] == "gone"
     assert markdown_snapshot(seq_fold(events)).count("Phase: Running") == 1

@@ -120,10 +120,14 @@ class ChromiumPDFExporter(WebPDFExporter):
             except Exception as e:
                 raise BrowserNotFound(f"could not start {executable}: {str(e).splitlines()[0]}. {INSTALL_HINT}") from e
             try:
-                page = await browser.new_page()
+                # The transcript is content from a model and tools: no script may run while it is
+                # printed, and it may load nothing but its own page (no network, no other local file).
+                page = await browser.new_page(java_script_enabled=False)
+                page_uri = Path(html_path).as_uri()
 
-                async def offline(route):  # local files only: an export never touches the network
-                    if route.request.url.startswith(("file:", "data:", "about:", "blob:")):
+                async def offline(route):
+                    url = route.request.url
+                    if url == page_uri or url.startswith(("data:", "about:", "blob:")):
                         await route.continue_()
                     else:
                         await route.abort()
@@ -132,7 +136,7 @@ class ChromiumPDFExporter(WebPDFExporter):
                 await page.emulate_media(media="print")
                 # `load` = the whole document is parsed (a big transcript takes a while; networkidle
                 # alone can fire first and print half of it), then let scripts' requests settle
-                await page.goto(Path(html_path).as_uri(), wait_until="load", timeout=self.load_timeout)
+                await page.goto(page_uri, wait_until="load", timeout=self.load_timeout)
                 await page.wait_for_load_state("networkidle", timeout=self.load_timeout)
                 if self.page_render_timeout:
                     await page.wait_for_timeout(self.page_render_timeout)

@@ -21,6 +21,7 @@ from nbformat.notebooknode import from_dict
 from nbformat.v4 import new_notebook
 
 from ..redact import redact
+from ..safe_text import safe_markdown, strip_controls
 from ..transcript import fold
 
 FORMAT_VERSION = 1
@@ -101,8 +102,35 @@ def _time(value: Any) -> str:
 
 # -- markdown helpers ------------------------------------------------------------------------------
 def _cell_text(s: str) -> str:
-    """Table-cell safe: no pipes or newlines."""
-    return " ".join(str(s).split()).replace("|", "\\|")
+    """Table-cell safe: no pipes or newlines, no HTML or control codes."""
+    return " ".join(safe_markdown(str(s)).split()).replace("|", "\\|")
+
+
+def _deep(value: Any, fn) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _deep(v, fn) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep(v, fn) for v in value]
+    return value
+
+
+def _inert(item: dict) -> dict:
+    """A transcript item whose text can go into trusted Markdown: prose escaped, code left as code
+    (tool arguments and results are fenced) but stripped of terminal control codes."""
+    item = dict(item)
+    if item["kind"] in ("user", "assistant", "thinking"):
+        item["text"] = safe_markdown(item.get("text", ""))
+    elif item["kind"] == "tool":
+        item["args"] = _deep(item.get("args"), strip_controls)
+        item["result"] = _deep(item.get("result"), strip_controls)
+        item["summary"] = strip_controls(item.get("summary") or "")
+        item["name"] = strip_controls(item.get("name") or "")
+    elif item["kind"] == "question":
+        item["questions"] = _deep(item.get("questions"), safe_markdown)
+        item["answers"] = _deep(item.get("answers"), safe_markdown)
+    return item
 
 
 def _fence(text: str, lang: str = "") -> str:
@@ -172,7 +200,7 @@ def _tool_cell(item: dict, opt: NotebookOptions) -> str:
     status = "error" if item.get("is_error") else ("running" if item.get("status") == "running" else "done")
     icon = "❌" if status == "error" else "🔧"
     summary = item.get("summary") or ""
-    extra = f" — {html.escape(_cell_text(summary))}" if summary else ""
+    extra = f" — {_cell_text(summary)}" if summary else ""
     head = f"<details{' open' if opt.open_details else ''}>\n<summary>{icon} Tool: <code>{name}</code>{extra}</summary>"
     parts = [head, "", _block("Arguments", item.get("args"), opt.max_args_chars, opt.max_lines)]
     if item.get("status") == "running" and item.get("result") is None:
@@ -230,6 +258,7 @@ def build_notebook(events: Sequence[dict], facts: SessionFacts, options: Noteboo
     if tr.display_name:
         facts.display_name = tr.display_name
     items = mask_secrets(tr.items, opt.secrets) if opt.secrets else tr.items
+    items = [_inert(item) for item in items]
     facts_d = mask_secrets(facts.to_dict(), opt.secrets) if opt.secrets else facts.to_dict()
     facts = SessionFacts(**{**facts_d})
     ratings = _feedback(events)

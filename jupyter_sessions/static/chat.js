@@ -226,6 +226,14 @@ export function toolSummary(name, args) {
 // Markdown (a safe subset, rendered straight into DOM nodes)
 
 const SAFE_URL = /^(https?:\/\/|mailto:)/i;
+// Terminal escape sequences and control characters (tab and newline stay): tool output is shown
+// as text, and raw ESC/BEL codes must not reach the page.
+const ANSI = /\x1b(?:\[[0-?]*[ -\/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])/g;
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
+
+export function clean(text) {
+  return String(text).replace(ANSI, "").replace(CONTROL, "");
+}
 
 function h(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -233,14 +241,14 @@ function h(tag, attrs, ...children) {
     for (const [k, v] of Object.entries(attrs)) {
       if (v === undefined || v === null || v === false) continue;
       if (k === "class") node.className = v;
-      else if (k === "text") node.textContent = v;
+      else if (k === "text") node.textContent = clean(v);
       else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
       else node.setAttribute(k, v === true ? "" : String(v));
     }
   }
   for (const c of children.flat()) {
     if (c === null || c === undefined || c === false) continue;
-    node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    node.appendChild(typeof c === "string" ? document.createTextNode(clean(c)) : c);
   }
   return node;
 }
@@ -442,7 +450,7 @@ function blocks(lines, out) {
 /** Markdown -> a DocumentFragment. Raw HTML shows as text; only http(s)/mailto links are live. */
 export function renderMarkdown(text) {
   const frag = document.createDocumentFragment();
-  blocks(String(text || "").replace(/\r\n?/g, "\n").split("\n"), []).forEach((n) => frag.appendChild(n));
+  blocks(clean(String(text || "").replace(/\r\n?/g, "\n")).split("\n"), []).forEach((n) => frag.appendChild(n));
   return frag;
 }
 

@@ -15,19 +15,18 @@ import json
 import re
 from typing import Any, Callable, Iterable
 
+from ..safe_text import safe_markdown
 from ..transcript import Transcript
 
 #: Output metadata key that marks a chat widget's output and names its session.
 METADATA_KEY = "jupyter_sessions"
 MAX_RESULT_CHARS = 4000
 
-_UNSAFE_LINK = re.compile(r"\]\(\s*<?\s*(?=(?:javascript|vbscript|data|file):)", re.I)
 
 
 def escape_text(text: str) -> str:
-    """Markdown that renders as written, minus raw HTML and script links."""
-    text = str(text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _UNSAFE_LINK.sub("](#unsafe-link:", text)
+    """Markdown that renders as written, minus raw HTML, script links and control codes."""
+    return safe_markdown(text)
 
 
 def _fence(body: str, lang: str = "") -> str:
