@@ -175,6 +175,19 @@ class DockerBackend(SandboxBackend):
             return self._image_tag
 
     async def check(self) -> None:
+        """The engine answers now (not just at first use) and the image is there."""
+        client = await self.client()
+
+        def ping() -> None:
+            try:
+                client.ping()
+            except Exception as e:  # the engine went away since we connected (restart, crash)
+                where = self.docker_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+                raise SandboxUnavailable(
+                    f"the Docker engine at {where} is not reachable ({e}); to use docker sandboxes, "
+                    f"{INSTALL_HINT}") from e
+
+        await asyncio.to_thread(ping)
         await self.image_tag()
 
     def sandbox(self, session_id: str, workspace: Path, limits: Limits | None = None) -> DockerSandbox:
