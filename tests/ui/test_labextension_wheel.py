@@ -64,7 +64,10 @@ def test_wheel_carries_the_extension_and_lists_ok_without_node(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
                    check=True, timeout=120)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(venv), str(wheel)],
+    # --ignore-installed: without it pip "upgrades" by uninstalling the environment's own (editable)
+    # jupyter-sessions first, and every later test whose kernel imports it fails.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", "--prefix",
+                    str(venv), str(wheel)],
                    check=True, timeout=300)
     site = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
     bindir = venv / "bin"  # python and the activate scripts only: no node, no npm, no jlpm
