@@ -471,8 +471,7 @@ class SwarmSandbox(ContainerSandbox):
         for _ in range(10):
             service = self._service()
             if service is not None:
-                if any(t.get("DesiredState") == "running" and t["Status"]["State"] in PRE_RUNNING + ("running",)
-                       for t in self._tasks(service["ID"])):
+                if any(self._task_live(t) for t in self._tasks(service["ID"])):
                     return service  # running, or on its way (another start, a restarted server)
                 drop_service(self.owner, service["ID"])
             try:
@@ -488,6 +487,23 @@ class SwarmSandbox(ContainerSandbox):
             if service is not None:
                 return service
         raise SandboxError(f"cannot create sandbox service {self.name}: it keeps conflicting with an older one")
+
+    def _task_live(self, task: dict) -> bool:
+        """Whether a task is on its way or really running. Swarm reports a task whose container was
+        killed a moment ago as still "running", so a running task's container is asked directly."""
+        import docker.errors
+
+        state = task["Status"]["State"]
+        if task.get("DesiredState") != "running" or state not in PRE_RUNNING + ("running",):
+            return False
+        cid = task["Status"].get("ContainerStatus", {}).get("ContainerID")
+        if state != "running" or not cid:
+            return True
+        try:
+            api = self.owner.engine_for(task.get("NodeID") or "")
+            return bool(api.inspect_container(cid)["State"]["Running"])
+        except docker.errors.NotFound:
+            return False
 
     async def _wait_running(self, service_id: str) -> dict:
         """Poll until the service's task runs; fail fast when the scheduler or the node refuse it."""
@@ -574,17 +590,8 @@ class SwarmSandbox(ContainerSandbox):
 
     async def is_alive(self) -> bool:
         def alive() -> bool:
-            import docker.errors
-
             task = self._running_task()
-            if task is None:
-                return False
-            try:
-                api = self.owner.engine_for(task.get("NodeID") or "")
-                cid = task["Status"]["ContainerStatus"]["ContainerID"]
-                return bool(api.inspect_container(cid)["State"]["Running"])
-            except docker.errors.NotFound:
-                return False
+            return task is not None and self._task_live(task)
 
         return await asyncio.to_thread(alive)
 
