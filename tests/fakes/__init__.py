@@ -17,10 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
 
-from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
-from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler
+from tornado.web import RequestHandler
+
+from .local_http import LocalHTTP
 
 CLOSE = object()  # in SSE frames: drop the connection here
 
@@ -91,7 +91,7 @@ class _Handler(RequestHandler):
             pass  # the client went away (a cancelled run)
 
 
-class ScriptedServer:
+class ScriptedServer(LocalHTTP):
     """Base for the fakes: subclasses give the route pattern and the 'script ran dry' body."""
 
     route = r"/(.*)"
@@ -99,8 +99,6 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.requests: list[Request] = []
         self.script: deque = deque()
-        self._http: HTTPServer | None = None
-        self.port = 0
 
     def push(self, *replies: Reply) -> "ScriptedServer":
         self.script.extend(replies)
@@ -113,23 +111,9 @@ class ScriptedServer:
     def bodies(self) -> list[dict]:
         return [r.body for r in self.requests]
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     async def start(self) -> "ScriptedServer":
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
-        app = Application([(self.route, _Handler, {"server": self})])
-        self._http = HTTPServer(app)
-        self._http.add_sockets(sockets)
+        self.serve([(self.route, _Handler, {"server": self})])
         return self
-
-    async def stop(self) -> None:
-        if self._http is not None:
-            self._http.stop()
-            await self._http.close_all_connections()
-            self._http = None
 
 
 # -- an agent wired the way the manager wires it, for tests of the engine alone ------------------

@@ -20,9 +20,9 @@ import secrets
 import time
 import urllib.parse
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler
+from tornado.web import RequestHandler
+
+from .local_http import LocalHTTP
 
 
 class _Base(RequestHandler):
@@ -115,7 +115,7 @@ class _Upload(_Base):
                                 "webViewLink": f"https://drive.example.invalid/file/d/{fid}/view"}))
 
 
-class FakeDrive:
+class FakeDrive(LocalHTTP):
     def __init__(self, client_id: str = "client-id.apps.example", client_secret: str = "client-secret-xyz",
                  token_lifetime: int = 3600):
         self.client_id, self.client_secret, self.token_lifetime = client_id, client_secret, token_lifetime
@@ -129,12 +129,7 @@ class FakeDrive:
         self.auth_requests: list[dict] = []
         self.token_requests: list[dict] = []
         self.upload_requests: list[dict] = []
-        self.port = 0
-        self._http: HTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def grant(self) -> str:
         """A refresh token as if the user had connected (for tests that skip the consent step)."""
@@ -143,19 +138,9 @@ class FakeDrive:
         return rt
 
     def start(self) -> "FakeDrive":
-        sockets = bind_sockets(0, "127.0.0.1")
-        self.port = sockets[0].getsockname()[1]
-        app = Application([
+        self.serve([
             (r"/o/oauth2/auth", _Auth, {"server": self}),
             (r"/token", _Token, {"server": self}),
             (r"/upload/drive/v3/files", _Upload, {"server": self}),
         ])
-        self._http = HTTPServer(app)
-        self._http.add_sockets(sockets)
         return self
-
-    async def stop(self) -> None:
-        if self._http is not None:
-            self._http.stop()
-            await self._http.close_all_connections()
-            self._http = None

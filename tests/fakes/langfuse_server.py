@@ -15,11 +15,10 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import socket
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-from tornado.web import Application, RequestHandler
+from tornado.web import RequestHandler
+
+from .local_http import LocalHTTP
 
 
 def _value(v):
@@ -97,19 +96,13 @@ class _Projects(_Base):
         self.finish({"data": [{"id": "fake-project", "name": "fake"}]})
 
 
-class FakeLangfuse:
+class FakeLangfuse(LocalHTTP):
     def __init__(self, public_key: str = "pk-lf-test", secret_key: str = "sk-lf-test") -> None:
         self.public_key, self.secret_key = public_key, secret_key
         self.spans: list[dict] = []
         self.scores: dict[str, dict] = {}
         self.score_posts: list[dict] = []
         self.fail_scores: int = 0
-        self.port = 0
-        self._http: HTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def scores_received(self) -> list[dict]:
@@ -117,30 +110,13 @@ class FakeLangfuse:
         return [s for post in self.score_posts for s in post["body"]]
 
     def start(self) -> "FakeLangfuse":
-        if self.port:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", self.port))
-            sock.listen(128)
-            sock.setblocking(False)
-            sockets = [sock]
-        else:
-            sockets = bind_sockets(0, "127.0.0.1")
-            self.port = sockets[0].getsockname()[1]
-        app = Application([
+        """Listen (again on the same port after a stop, so the exporter's URL stays valid)."""
+        self.serve([
             (r"/api/public/otel/v1/traces", _Traces, {"server": self}),
             (r"/api/public/scores", _Scores, {"server": self}),
             (r"/api/public/projects", _Projects, {"server": self}),
         ])
-        self._http = HTTPServer(app)
-        self._http.add_sockets(sockets)
         return self
-
-    async def stop(self) -> None:
-        if self._http is not None:
-            self._http.stop()
-            await self._http.close_all_connections()
-            self._http = None
 
     def traces(self) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {}
