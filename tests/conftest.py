@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,7 @@ def langfuse(run):
     import uuid
 
     from fakes.langfuse_server import FakeLangfuse
+
     from jupyter_sessions.tracing import LangfuseSettings
 
     pk = "pk-lf-" + uuid.uuid4().hex[:12]
@@ -199,3 +201,46 @@ def _remove_test_sandboxes(request):
             container.remove(force=True)
     except docker.errors.DockerException:
         pass
+
+
+# -- sandboxes: the engine, the project's image, and a sandbox made from a module's `backend` -------
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    client = docker.from_env()
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_image(docker_client) -> str:
+    """The project's default image, built once (cached by its recipe hash afterwards)."""
+    from jupyter_sessions.sandbox.image import build_image
+
+    return build_image(docker_client)
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_client):
+    """A single-node swarm: initialised here if the engine isn't in one, and left again only then."""
+    from jupyter_sessions.sandbox.swarm import single_node_swarm
+
+    with single_node_swarm(docker_client):
+        yield docker_client
+
+
+@pytest.fixture
+def instance() -> str:
+    """Label value scoping this test's containers, so cleanup never touches anyone else's."""
+    return f"pytest-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def sandbox(backend, tmp_path, run):
+    """A started sandbox of the requesting module's `backend` fixture, removed afterwards."""
+    sb = backend.sandbox(f"t-{uuid.uuid4().hex[:10]}", tmp_path / "ws", backend.limits)
+    run(sb.start())
+    yield sb
+    run(sb.remove())

@@ -7,11 +7,10 @@ runs on the wire. What it cannot show: a real scheduler, storage provisioner, CN
 Needs `kubernetes-asyncio` (and `cryptography` for the fake's TLS): not skipped when missing.
 
 The sandbox suite every backend passes (tests/test_sandbox.py) runs here too, unchanged: its test
-functions are imported below and get this module's `sandbox` fixture (a kubernetes sandbox whose
-workspace is a shared claim, so the host sees the files like docker's bind mount).
+functions are imported below and get conftest's `sandbox` fixture made from this module's `backend`
+(kubernetes, with the workspace on a shared claim, so the host sees the files like docker's bind mount).
 """
 
-# ruff: noqa: F811  (fixtures imported from test_sandbox are used as arguments: that is how pytest works)
 from __future__ import annotations
 
 import asyncio
@@ -22,10 +21,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 from fakes.kube_api import FakeKube
-from test_sandbox import (  # noqa: F401  (fixtures and the shared suite, collected here too)
-    docker_client,
-    instance,
-    sandbox_image,
+from test_sandbox import (  # noqa: F401  (the shared suite, collected here too)
     test_cancelled_exec_kills_the_command,
     test_cwd_is_workspace,
     test_exec_output_and_exit_code,
@@ -43,7 +39,11 @@ from test_sandbox import (  # noqa: F401  (fixtures and the shared suite, collec
 )
 
 from jupyter_sessions.sandbox import (
-    Limits, SandboxError, SandboxGone, SandboxUnavailable, make_backend,
+    Limits,
+    SandboxError,
+    SandboxGone,
+    SandboxUnavailable,
+    make_backend,
 )
 
 NS = "sessions"
@@ -74,14 +74,6 @@ def backend(kube, tmp_path, sandbox_image, instance, run):
     yield b
     run(b.cleanup_orphans(set()))
     run(b.close())
-
-
-@pytest.fixture
-def sandbox(backend, tmp_path, run):
-    sb = backend.sandbox(f"t-{uuid.uuid4().hex[:10]}", tmp_path / "ws", backend.limits)
-    run(sb.start())
-    yield sb
-    run(sb.remove())
 
 
 @pytest.fixture

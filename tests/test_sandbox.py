@@ -17,46 +17,19 @@ from pathlib import Path
 import pytest
 
 from jupyter_sessions.sandbox import (
-    WORKSPACE, Limits, PathOutsideWorkspace, SandboxError, SandboxGone, SandboxUnavailable, make_backend,
+    WORKSPACE,
+    Limits,
+    PathOutsideWorkspace,
+    SandboxError,
+    SandboxGone,
+    SandboxUnavailable,
+    make_backend,
 )
 
 BACKENDS = ["docker", "local", "swarm"]
 
 
-# -- fixtures -------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def docker_client():
-    import docker
-
-    client = docker.from_env()
-    client.ping()
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def sandbox_image(docker_client) -> str:
-    """The project's default image, built once (cached by its recipe hash afterwards)."""
-    from jupyter_sessions.sandbox.image import build_image
-
-    return build_image(docker_client)
-
-
-@pytest.fixture(scope="session")
-def swarm(docker_client):
-    """A single-node swarm: initialised here if the engine isn't in one, and left again only then."""
-    from jupyter_sessions.sandbox.swarm import single_node_swarm
-
-    with single_node_swarm(docker_client):
-        yield docker_client
-
-
-@pytest.fixture
-def instance() -> str:
-    """Label value scoping this test's containers, so cleanup never touches anyone else's."""
-    return f"pytest-{uuid.uuid4().hex[:8]}"
-
-
+# -- fixtures (docker_client, sandbox_image, swarm, instance and sandbox are in conftest.py) --------
 @pytest.fixture(params=BACKENDS)
 def backend(request, instance, run):
     if request.param == "docker":
@@ -81,14 +54,6 @@ def docker_backend(instance, sandbox_image, run):
     yield b
     run(b.cleanup_orphans(set()))
     run(b.close())
-
-
-@pytest.fixture
-def sandbox(backend, tmp_path, run):
-    sb = backend.sandbox(f"t-{uuid.uuid4().hex[:10]}", tmp_path / "ws", backend.limits)
-    run(sb.start())
-    yield sb
-    run(sb.remove())
 
 
 @pytest.fixture
