@@ -32,7 +32,7 @@ from .base import (
     WORKSPACE, ExecResult, Limits, Sandbox, SandboxBackend, SandboxError, SandboxGone, SandboxInfo,
     SandboxUnavailable,
 )
-from .paths import check_path_arg, inside, refuse
+from .paths import parse_resolved, require_file, resolve_command
 
 log = logging.getLogger("jupyter_sessions.sandbox")
 
@@ -63,17 +63,6 @@ done"""
 # The memory cgroup's OOM-kill counter (cgroup v2, then v1): tells a plain SIGKILL from an OOM kill.
 _OOM_KILLS = "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control 2>/dev/null " \
              "| sed -n 's/^oom_kill //p' | head -n1"
-
-# Resolve a path in the container; print "<kind> <mode>\n<resolved>"; optionally create parents.
-_RESOLVE = r"""p=$(realpath -m -- "$1") || exit 2
-if [ -d "$p" ]; then k=d; elif [ -f "$p" ]; then k=f; elif [ -e "$p" ]; then k=o; else k=n; fi
-m=$(stat -c %a -- "$p" 2>/dev/null) || m=644
-if [ "$2" = mkdir ] && [ "$k" = n ]; then
-  case "$p" in /workspace/*) mkdir -p -- "${p%/*}" || exit 3;; esac
-fi
-printf '%s %s\n%s' "$k" "$m" "$p"
-"""
-
 
 def container_name(session_id: str) -> str:
     return "jupyter-session-" + re.sub(r"[^a-zA-Z0-9_.-]", "-", session_id)
@@ -290,17 +279,7 @@ class ContainerSandbox(Sandbox):
 
     def _resolve(self, path: str, mkdir: bool = False) -> tuple[str, str, str]:
         """(kind, octal mode, resolved path) inside the container; refuses paths outside /workspace."""
-        check_path_arg(path)
-        code, out, err = self._run(["bash", "-c", _RESOLVE, "resolve", path, "mkdir" if mkdir else ""])
-        if code not in (0, 3) or not out:
-            raise SandboxError(f"cannot resolve {path!r}: {err.decode(errors='replace').strip()}")
-        head, _, resolved = out.decode("utf-8", "surrogateescape").partition("\n")
-        kind, mode = head.split()
-        if not inside(resolved):
-            raise refuse(path, resolved)
-        if code == 3:
-            raise SandboxError(f"cannot create the folder for {path!r}: {err.decode(errors='replace').strip()}")
-        return kind, mode, resolved
+        return parse_resolved(path, *self._run(resolve_command(path, mkdir)))
 
     # -- files --------------------------------------------------------------------------------
     async def read_file(self, path: str, *, max_bytes: int = 10_000_000) -> bytes:
@@ -310,12 +289,7 @@ class ContainerSandbox(Sandbox):
         import docker.errors
 
         kind, _, resolved = self._resolve(path)
-        if kind == "n":
-            raise FileNotFoundError(f"no such file: {path}")
-        if kind == "d":
-            raise IsADirectoryError(f"{path} is a directory")
-        if kind != "f":
-            raise SandboxError(f"{path} is not a regular file")
+        require_file(kind, path)
         try:
             stream, stat = self._api.get_archive(self._target, resolved)
             if stat.get("size", 0) > max_bytes:

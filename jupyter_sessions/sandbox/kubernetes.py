@@ -53,9 +53,9 @@ from .base import (
     SandboxUnavailable,
 )
 from .docker import (
-    _KILL_TOKEN, _OOM_KILLS, _RESOLVE, EXEC_ENV, EXEC_TOKEN, GRACE, SANDBOX_UID, chown_tree,
+    _KILL_TOKEN, _OOM_KILLS, EXEC_ENV, EXEC_TOKEN, GRACE, SANDBOX_UID, chown_tree,
 )
-from .paths import check_path_arg, inside, refuse
+from .paths import parse_resolved, require_file, resolve_command
 
 log = logging.getLogger("jupyter_sessions.sandbox")
 
@@ -740,26 +740,11 @@ class KubernetesSandbox(Sandbox):
 
     # -- files --------------------------------------------------------------------------------
     async def _resolve(self, path: str, mkdir: bool = False) -> tuple[str, str, str]:
-        check_path_arg(path)
-        code, out, err = await self._call(["bash", "-c", _RESOLVE, "resolve", path, "mkdir" if mkdir else ""])
-        if code not in (0, 3) or not out:
-            raise SandboxError(f"cannot resolve {path!r}: {err.decode(errors='replace').strip()}")
-        head, _, resolved = out.decode("utf-8", "surrogateescape").partition("\n")
-        kind, mode = head.split()
-        if not inside(resolved):
-            raise refuse(path, resolved)
-        if code == 3:
-            raise SandboxError(f"cannot create the folder for {path!r}: {err.decode(errors='replace').strip()}")
-        return kind, mode, resolved
+        return parse_resolved(path, *await self._call(resolve_command(path, mkdir)))
 
     async def read_file(self, path: str, *, max_bytes: int = 10_000_000) -> bytes:
         kind, _, resolved = await self._resolve(path)
-        if kind == "n":
-            raise FileNotFoundError(f"no such file: {path}")
-        if kind == "d":
-            raise IsADirectoryError(f"{path} is a directory")
-        if kind != "f":
-            raise SandboxError(f"{path} is not a regular file")
+        require_file(kind, path)
         code, out, err = await self._call(["head", "-c", str(max_bytes + 1), "--", resolved], timeout=120)
         if code != 0:
             raise FileNotFoundError(f"cannot read {path}: {err.decode(errors='replace').strip()}")

@@ -11,7 +11,7 @@ import os
 import posixpath
 from pathlib import Path
 
-from .base import WORKSPACE, PathOutsideWorkspace
+from .base import WORKSPACE, PathOutsideWorkspace, SandboxError
 
 
 def inside(resolved: str, root: str = WORKSPACE) -> bool:
@@ -57,3 +57,44 @@ def host_path(workspace: Path, path: str) -> Path:
 def sandbox_cwd(workspace: Path, cwd: str) -> Path:
     """The host directory for a local command's `cwd` (defaults to the workspace itself)."""
     return host_path(workspace, cwd or WORKSPACE)
+
+
+# -- container backends: resolve inside the sandbox with one shell call ------------------------------
+# Print "<kind> <mode>\n<resolved>" (kind: d, f, o(ther) or n(one)); with "mkdir", create the parents.
+RESOLVE_SCRIPT = r"""p=$(realpath -m -- "$1") || exit 2
+if [ -d "$p" ]; then k=d; elif [ -f "$p" ]; then k=f; elif [ -e "$p" ]; then k=o; else k=n; fi
+m=$(stat -c %a -- "$p" 2>/dev/null) || m=644
+if [ "$2" = mkdir ] && [ "$k" = n ]; then
+  case "$p" in /workspace/*) mkdir -p -- "${p%/*}" || exit 3;; esac
+fi
+printf '%s %s\n%s' "$k" "$m" "$p"
+"""
+
+
+def resolve_command(path: str, mkdir: bool = False) -> list[str]:
+    """The command that resolves `path` in a container (run it as the sandbox user)."""
+    check_path_arg(path)
+    return ["bash", "-c", RESOLVE_SCRIPT, "resolve", path, "mkdir" if mkdir else ""]
+
+
+def parse_resolved(path: str, code: int | None, out: bytes, err: bytes) -> tuple[str, str, str]:
+    """(kind, octal mode, resolved path) from resolve_command's result; refuses escapes first."""
+    if code not in (0, 3) or not out:
+        raise SandboxError(f"cannot resolve {path!r}: {err.decode(errors='replace').strip()}")
+    head, _, resolved = out.decode("utf-8", "surrogateescape").partition("\n")
+    kind, mode = head.split()
+    if not inside(resolved):
+        raise refuse(path, resolved)
+    if code == 3:
+        raise SandboxError(f"cannot create the folder for {path!r}: {err.decode(errors='replace').strip()}")
+    return kind, mode, resolved
+
+
+def require_file(kind: str, path: str) -> None:
+    """Raise the error a read of something other than a regular file deserves."""
+    if kind == "n":
+        raise FileNotFoundError(f"no such file: {path}")
+    if kind == "d":
+        raise IsADirectoryError(f"{path} is a directory")
+    if kind != "f":
+        raise SandboxError(f"{path} is not a regular file")
