@@ -33,6 +33,19 @@ KERNEL_IDLE = """() => {
   return !!k && k.status === 'idle' && !!w.content;
 }"""
 
+# The three-tab question both browser scenarios answer (single-select, multi-select, free text).
+QUESTIONS = [
+    {"question": "Which language should the project use?", "header": "Language", "multiSelect": False,
+     "options": [{"label": "Python", "description": "batteries included"},
+                 {"label": "Go", "description": "one static binary"},
+                 {"label": "Rust", "description": "fast and safe"}]},
+    {"question": "Which extras do you want?", "header": "Features", "multiSelect": True,
+     "options": [{"label": "Tests", "description": "a test suite"},
+                 {"label": "Docs", "description": "a docs site"},
+                 {"label": "CI", "description": "a CI workflow"}]},
+    {"question": "What is the project called?", "header": "Name", "multiSelect": False, "options": []},
+]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -151,3 +164,9 @@ def command(page, cmd: str, args: dict | None = None, wait: bool = True) -> None
         page.evaluate("([c, a]) => window.jupyterapp.commands.execute(c, a)", [cmd, args or {}])
     else:
         page.evaluate("([c, a]) => { window.jupyterapp.commands.execute(c, a); }", [cmd, args or {}])
+
+
+def set_theme(page, name: str, light: bool) -> None:
+    command(page, "apputils:change-theme", {"theme": name})
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'", timeout=30_000)
+    page.wait_for_timeout(500)

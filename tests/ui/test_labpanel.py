@@ -26,38 +26,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+from lab_harness import CHROMIUM, QUESTIONS, Lab, launch, set_theme
 
-REPO = Path(__file__).resolve().parents[2]
-BUILT = REPO / "jupyter_sessions" / "labextension"
-EXT_NAME = "jupyter-sessions"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-gpu"]
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
 LONG_TEXT = ("I'll start by looking around the workspace so that I understand what is already there. "
              "Then I will ask you a few short questions, because the language, the extras and the name "
              "are yours to choose. So far I know **nothing yet**, which is why the first step is a listing.")
-QUESTIONS = [
-    {"question": "Which language should the project use?", "header": "Language", "multiSelect": False,
-     "options": [{"label": "Python", "description": "batteries included"},
-                 {"label": "Go", "description": "one static binary"},
-                 {"label": "Rust", "description": "fast and safe"}]},
-    {"question": "Which extras do you want?", "header": "Features", "multiSelect": True,
-     "options": [{"label": "Tests", "description": "a test suite"},
-                 {"label": "Docs", "description": "a docs site"},
-                 {"label": "CI", "description": "a CI workflow"}]},
-    {"question": "What is the project called?", "header": "Name", "multiSelect": False, "options": []},
-]
 REPLAY = {
     "delay": 0.02,
     "steps": [
@@ -74,98 +55,6 @@ REPLAY = {
 }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def installed_copy() -> Path | None:
-    """The labextension a wheel (or an editable install) put under sys.prefix, if any."""
-    p = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / EXT_NAME / "package.json"
-    return p.parent if p.is_file() else None
-
-
-class Lab:
-    """`jupyter lab` on 127.0.0.1 with the extension, the replay model and an isolated config."""
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.port, self.token = tmp, free_port(), "labpanel-test-token"
-        self.base = "/user/ada/"  # served under a prefix, as JupyterHub serves a user's server
-        self.url = f"http://127.0.0.1:{self.port}{self.base}"
-        self.root = tmp / "root"
-        for d in ("config/labconfig", "root", "replays", "settings", "workspaces", "runtime", "data/labextensions"):
-            (tmp / d).mkdir(parents=True, exist_ok=True)
-        (tmp / "replays" / "demo.json").write_text(json.dumps(REPLAY))
-        (tmp / "config" / "jupyter_server_config.json").write_text(json.dumps({
-            "ServerApp": {"jpserver_extensions": {"jupyter_sessions": True}},
-            "SessionsApp": {"sandbox": "local", "data_dir": str(tmp / "sessions"), "enable_replay": True,
-                            "replay_dir": str(tmp / "replays")},
-        }))
-        (tmp / "config" / "labconfig" / "page_config.json").write_text(json.dumps({
-            "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-        # the extension: this tree's build (like `jupyter labextension develop`), else an installed wheel's
-        if (BUILT / "package.json").is_file() and (BUILT / "static" / "style.js").is_file():
-            (tmp / "data" / "labextensions" / EXT_NAME).symlink_to(BUILT, target_is_directory=True)
-            self.extension = f"{BUILT} (linked)"
-        elif installed_copy():
-            self.extension = str(installed_copy())
-        else:
-            pytest.fail("the JupyterLab extension is not built: run `cd labextension && jlpm install && jlpm build` "
-                        "(or `pip install .`)")
-
-    def start(self) -> None:
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(self.tmp / "config"),
-               "JUPYTER_RUNTIME_DIR": str(self.tmp / "runtime"), "JUPYTER_DATA_DIR": str(self.tmp / "data")}
-        for k in ("JUPYTER_SESSIONS_SERVER_URL", "JUPYTER_SESSIONS_TOKEN", "JUPYTER_SESSIONS_BASE_URL"):
-            env.pop(k, None)
-        self.log = open(self.tmp / "lab.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-             f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={self.root}", f"--ServerApp.base_url={self.base}",
-             "--LabApp.expose_app_in_browser=True",
-             f"--LabApp.user_settings_dir={self.tmp / 'settings'}", f"--LabApp.workspaces_dir={self.tmp / 'workspaces'}"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.logtext()
-            try:
-                self.api("GET", "models")
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError("jupyter lab did not start:\n" + self.logtext())
-
-    def logtext(self) -> str:
-        return (self.tmp / "lab.log").read_text(errors="replace")[-6000:]
-
-    def api(self, method: str, path: str, body=None):
-        data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
-        req = urllib.request.Request(f"{self.url}jupyter-sessions/api/{path}", data=data,
-                                     method=method, headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read().decode()
-            return json.loads(text) if text and r.headers.get_content_type() == "application/json" else text
-
-    def has_route(self, path: str) -> bool:
-        try:
-            self.api("GET", path)
-            return True
-        except urllib.error.HTTPError as e:
-            return e.code != 404 or "no session" in e.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
 def make_repo(path: Path) -> Path:
     path.mkdir(parents=True)
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
@@ -178,15 +67,15 @@ def make_repo(path: Path) -> Path:
 
 
 @pytest.fixture
-def artifacts(tmp_path) -> Path:
-    d = Path(os.environ.get("JUPYTER_SESSIONS_UI_ARTIFACTS") or tmp_path / "artifacts")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-@pytest.fixture
 def lab(tmp_path):
-    lab = Lab(tmp_path)
+    """Lab under /user/ada/ (as JupyterHub serves a user's server) with the replay model."""
+    (tmp_path / "replays").mkdir()
+    (tmp_path / "replays" / "demo.json").write_text(json.dumps(REPLAY))
+    lab = Lab(tmp_path, {"sandbox": "local", "enable_replay": True, "replay_dir": str(tmp_path / "replays")},
+              base_url="/user/ada/", token="labpanel-test-token")
+    if not lab.extension:
+        pytest.fail("the JupyterLab extension is not built: run `cd labextension && jlpm install && jlpm build` "
+                    "(or `pip install .`)")
     lab.start()
     yield lab
     lab.stop()
@@ -216,12 +105,6 @@ def command(page, cmd: str, args: dict | None = None) -> None:
     page.evaluate("([c, a]) => window.jupyterapp.commands.execute(c, a)", [cmd, args or {}])
 
 
-def set_theme(page, name: str, light: bool) -> None:
-    command(page, "apputils:change-theme", {"theme": name})
-    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'", timeout=30_000)
-    page.wait_for_timeout(400)
-
-
 def chat_keys(view) -> list[str]:
     return view.locator(".jps-items > [data-key]").evaluate_all("ns => ns.map(n => n.dataset.key)")
 
@@ -231,7 +114,7 @@ def test_side_panel_end_to_end(lab, artifacts, tmp_path):
 
     repo = make_repo(tmp_path / "demo-repo")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
         page = context.new_page()
         console: list[str] = []
@@ -451,15 +334,10 @@ def run_scenario(browser, page, lab: Lab, artifacts: Path, repo: Path) -> None:
     expect(modal).to_be_visible()
     modal.locator("textarea").fill("clear and quick")
     modal.get_by_role("button", name="Send feedback").click()
-    if lab.has_route(f"sessions/{sid}/feedback"):
-        expect(modal).to_have_count(0, timeout=15_000)
-        expect(done.locator(".jps-thumb.jps-on")).to_have_attribute("data-rating", "up", timeout=15_000)
-        fb = lab.api("GET", f"sessions/{sid}/feedback")["feedback"]
-        assert fb and fb[0]["rating"] == "up" and fb[0]["comment"] == "clear and quick", fb
-    else:  # the feedback route is not on this server yet: the modal says so and stays open
-        expect(modal.locator(".jps-lab-modal-error")).to_contain_text("feedback", timeout=10_000)
-        modal.get_by_role("button", name="Cancel").click()
-        print("NOTE: POST /sessions/{id}/feedback is not served yet; checked the error path")
+    expect(modal).to_have_count(0, timeout=15_000)
+    expect(done.locator(".jps-thumb.jps-on")).to_have_attribute("data-rating", "up", timeout=15_000)
+    fb = lab.api("GET", f"sessions/{sid}/feedback")["feedback"]
+    assert fb and fb[0]["rating"] == "up" and fb[0]["comment"] == "clear and quick", fb
 
     page.screenshot(path=str(artifacts / "labpanel-chat-light.png"))
     set_theme(page, "JupyterLab Dark", light=False)  # dark for the rest
@@ -467,25 +345,17 @@ def run_scenario(browser, page, lab: Lab, artifacts: Path, repo: Path) -> None:
 
     mark("export Markdown")
     # --- export Markdown and PDF -------------------------------------------------------------------------
-    export_ok = lab.has_route(f"sessions/{sid}/export?format=markdown")
     for fmt, label, ext in (("markdown", "Markdown (.md)", ".md"), ("pdf", "PDF (.pdf)", ".pdf")):
         view.locator(".jps-lab-tool-button", has_text="Export").click()
-        if export_ok:
-            with page.expect_download(timeout=60_000) as dl:
-                view.locator(".jps-lab-menu-item", has_text=label).click()
-            path = Path(dl.value.path())
-            assert dl.value.suggested_filename.endswith(ext), dl.value.suggested_filename
-            assert path.stat().st_size > 0
-            if fmt == "markdown":
-                assert "Done. Summary" in path.read_text()
-            else:
-                assert path.read_bytes()[:5] == b"%PDF-"
-        else:
+        with page.expect_download(timeout=60_000) as dl:
             view.locator(".jps-lab-menu-item", has_text=label).click()
-            expect(chat.locator(".jps-error-bar")).to_contain_text("export", timeout=10_000)
-            chat.locator(".jps-error-bar .jps-x").click()
-    if not export_ok:
-        print("NOTE: GET /sessions/{id}/export is not served yet; checked the error path")
+        path = Path(dl.value.path())
+        assert dl.value.suggested_filename.endswith(ext), dl.value.suggested_filename
+        assert path.stat().st_size > 0
+        if fmt == "markdown":
+            assert "Done. Summary" in path.read_text()
+        else:
+            assert path.read_bytes()[:5] == b"%PDF-"
 
     mark("Stop / Resume")
     # --- Stop / Resume ------------------------------------------------------------------------------------
@@ -526,7 +396,7 @@ def run_scenario(browser, page, lab: Lab, artifacts: Path, repo: Path) -> None:
     expect(chat.locator(".jps-title")).to_have_text("Scaffold demo", timeout=10_000)
     view.locator(".jps-lab-tool-button", has_text="Clone").click()
     expect(panel.locator(".jps-lab-item")).to_have_count(2, timeout=15_000)
-    clone = [s for s in lab.api("GET", "sessions")["sessions"] if s["id"] != sid][0]
+    clone = next(s for s in lab.api("GET", "sessions")["sessions"] if s["id"] != sid)
     assert clone["display_name"].startswith("Scaffold demo") and clone["spec"]["model"] == "replay", clone
     clone_view = page.locator(f"#jps-session-{clone['id']}")
     expect(clone_view.locator(".jps-header .jps-phase")).to_have_text("Running", timeout=30_000)

@@ -11,36 +11,32 @@ in the light and dark themes (written to $JUPYTER_SESSIONS_UI_ARTIFACTS or the t
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 playwright = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
+from lab_harness import (
+    CHROMIUM,
+    KERNEL_IDLE,
+    QUESTIONS,
+    REPO,
+    Lab,
+    command,
+    launch,
+    open_notebook,
+    set_theme,
+    write_notebook,
+)
+
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
-REPO = Path(__file__).resolve().parents[2]
 CHAT_JS = REPO / "jupyter_sessions" / "static" / "chat.js"
 LONG_TEXT = ("I'll start by looking around the workspace so that I understand what is already there. "
              "Then I will ask you a few short questions, because the choice of language, the extras and "
              "the project name are yours to make, and guessing them would only waste your time. "
              "Here is what I know so far: **nothing yet**, which is why the first step is a listing.")
-QUESTIONS = [
-    {"question": "Which language should the project use?", "header": "Language", "multiSelect": False,
-     "options": [{"label": "Python", "description": "batteries included"},
-                 {"label": "Go", "description": "one static binary"},
-                 {"label": "Rust", "description": "fast and safe"}]},
-    {"question": "Which extras do you want?", "header": "Features", "multiSelect": True,
-     "options": [{"label": "Tests", "description": "a test suite"},
-                 {"label": "Docs", "description": "a docs site"},
-                 {"label": "CI", "description": "a CI workflow"}]},
-    {"question": "What is the project called?", "header": "Name", "multiSelect": False, "options": []},
-]
 REPLAY = {
     "delay": 0.04,
     "steps": [
@@ -53,137 +49,29 @@ REPLAY = {
                                   "```python\nprint('hello')\n```"}],
     ],
 }
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-gpu"]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Lab:
-    """`jupyter lab` on 127.0.0.1 with the extension, the replay model and an isolated config."""
-
-    def __init__(self, tmp: Path):
-        self.tmp, self.port, self.token = tmp, free_port(), "ui-test-token"
-        self.root = tmp / "root"
-        for d in ("config/labconfig", "root", "replays", "settings", "workspaces", "runtime", "data"):
-            (tmp / d).mkdir(parents=True, exist_ok=True)
-        (tmp / "replays" / "ui.json").write_text(json.dumps(REPLAY))
-        (tmp / "config" / "jupyter_server_config.json").write_text(json.dumps({
-            "ServerApp": {"jpserver_extensions": {"jupyter_sessions": True}},
-            "SessionsApp": {"sandbox": "local", "data_dir": str(tmp / "sessions"), "enable_replay": True,
-                            "replay_dir": str(tmp / "replays")},
-        }))
-        (tmp / "config" / "labconfig" / "page_config.json").write_text(json.dumps({
-            "disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-
-    def start(self) -> None:
-        env = {**os.environ, "JUPYTER_CONFIG_DIR": str(self.tmp / "config"),
-               "JUPYTER_RUNTIME_DIR": str(self.tmp / "runtime"), "JUPYTER_DATA_DIR": str(self.tmp / "data")}
-        for k in ("JUPYTER_SESSIONS_SERVER_URL", "JUPYTER_SESSIONS_TOKEN", "JUPYTER_SESSIONS_BASE_URL"):
-            env.pop(k, None)
-        self.log = open(self.tmp / "lab.log", "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-             f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-             f"--ServerApp.root_dir={self.root}", "--LabApp.expose_app_in_browser=True",
-             f"--LabApp.user_settings_dir={self.tmp / 'settings'}", f"--LabApp.workspaces_dir={self.tmp / 'workspaces'}"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.logtext()
-            try:
-                self.api("GET", "models")
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise AssertionError("jupyter lab did not start:\n" + self.logtext())
-
-    def logtext(self) -> str:
-        return (self.tmp / "lab.log").read_text(errors="replace")[-6000:]
-
-    def api(self, method: str, path: str, body=None, prefix="jupyter-sessions/api/"):
-        data = json.dumps(body).encode() if body is not None else (b"{}" if method == "POST" else None)
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}/{prefix}{path}", data=data, method=method,
-                                     headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read().decode()
-            return json.loads(text) if text else None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
-def write_notebook(path: Path) -> None:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [
-        nbformat.v4.new_code_cell('%load_ext jupyter_sessions\n%session new --model replay:ui --name "UI demo" --no-widget'),
-        nbformat.v4.new_code_cell("%%agent\nPlease look around, then ask me what to build."),
-        nbformat.v4.new_code_cell("import time\ntime.sleep(8)  # the kernel is busy; the chat keeps streaming"),
-    ]
-    nbformat.write(nb, str(path))
-
-
-@pytest.fixture
-def artifacts(tmp_path) -> Path:
-    d = Path(os.environ.get("JUPYTER_SESSIONS_UI_ARTIFACTS") or tmp_path / "artifacts")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+NOTEBOOK = "ui.ipynb"
+CELLS = ('%load_ext jupyter_sessions\n%session new --model replay:ui --name "UI demo" --no-widget',
+         "%%agent\nPlease look around, then ask me what to build.",
+         "import time\ntime.sleep(8)  # the kernel is busy; the chat keeps streaming")
 
 
 @pytest.fixture
 def lab(tmp_path):
-    lab = Lab(tmp_path)
-    write_notebook(lab.root / "ui.ipynb")
+    """Lab with the replay model playing REPLAY as `replay:ui`, and the scenario's notebook."""
+    (tmp_path / "replays").mkdir()
+    (tmp_path / "replays" / "ui.json").write_text(json.dumps(REPLAY))
+    lab = Lab(tmp_path, {"sandbox": "local", "enable_replay": True, "replay_dir": str(tmp_path / "replays")})
+    write_notebook(lab.root / NOTEBOOK, *CELLS)
     lab.start()
     yield lab
     lab.stop()
-
-
-KERNEL_IDLE = """() => {
-  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-  return !!k && k.status === 'idle' && !!w.content;
-}"""
-
-
-def open_notebook(page, lab: Lab) -> None:
-    page.goto(f"http://127.0.0.1:{lab.port}/lab/tree/ui.ipynb?reset&token={lab.token}")
-    page.wait_for_function(KERNEL_IDLE, timeout=90_000)
-
-
-def command(page, cmd: str, args: dict | None = None, wait: bool = True) -> None:
-    """Run a JupyterLab command; with wait=False, return at once (running cells resolves at the end)."""
-    if wait:
-        page.evaluate("([c, a]) => window.jupyterapp.commands.execute(c, a)", [cmd, args or {}])
-    else:
-        page.evaluate("([c, a]) => { window.jupyterapp.commands.execute(c, a); }", [cmd, args or {}])
-
-
-def set_theme(page, name: str, light: bool) -> None:
-    command(page, "apputils:change-theme", {"theme": name})
-    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'", timeout=30_000)
-    page.wait_for_timeout(500)
 
 
 def test_agent_cell_streams_tools_thinking_and_a_tabbed_question(lab, artifacts):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 1300})
         console: list[str] = []
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
@@ -202,7 +90,7 @@ def test_agent_cell_streams_tools_thinking_and_a_tabbed_question(lab, artifacts)
 def run_scenario(page, lab: Lab, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
-    open_notebook(page, lab)
+    open_notebook(page, lab, NOTEBOOK)
     command(page, "notebook:run-all-cells", wait=False)
     chat = page.locator(".jps-chat").first
     expect(chat).to_be_visible(timeout=60_000)
