@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -201,6 +202,14 @@ def _remove_test_sandboxes(request):
             container.remove(force=True)
     except docker.errors.DockerException:
         pass
+
+
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    """Where browser tests put screenshots: $JUPYTER_SESSIONS_UI_ARTIFACTS, else the test's tmp dir."""
+    d = Path(os.environ.get("JUPYTER_SESSIONS_UI_ARTIFACTS") or tmp_path / "artifacts")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 # -- sandboxes: the engine, the project's image, and a sandbox made from a module's `backend` -------
