@@ -47,12 +47,34 @@ class Subscription:
             self.overflowed = True
 
 
+class SessionWatch:
+    """Which sessions changed, for list views. Ids, not events: a burst of changes to one session
+    is one entry, so a slow reader costs a set of ids, never a queue of events."""
+
+    def __init__(self) -> None:
+        self._changed: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def push(self, session_id: str) -> None:
+        self._changed.add(session_id)
+        self._wake.set()
+
+    async def next(self) -> set[str]:
+        """The ids changed since the last call (waits for at least one)."""
+        await self._wake.wait()
+        self._wake.clear()
+        changed, self._changed = self._changed, set()
+        return changed
+
+
 class EventLog:
-    """Appends events durably and fans them out to subscribers of the session."""
+    """Appends events durably and fans them out to subscribers of the session (and to watches of
+    the session list when the session's row changed)."""
 
     def __init__(self, store: Store):
         self.store = store
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._watches: set[SessionWatch] = set()
 
     async def append(self, session_id: str, type_: str, data: dict | None = None, **session_values) -> Event:
         """Commit one event (and session-row changes), then broadcast it.
@@ -64,7 +86,22 @@ class EventLog:
         ev = to_model(row)
         for sub in list(self._subs.get(session_id, ())):
             sub.push(ev)
+        if session_values:
+            self.touch(session_id)
         return ev
+
+    def watch(self) -> SessionWatch:
+        w = SessionWatch()
+        self._watches.add(w)
+        return w
+
+    def unwatch(self, w: SessionWatch) -> None:
+        self._watches.discard(w)
+
+    def touch(self, session_id: str) -> None:
+        """Tell list watches that a session's row changed (created, updated or deleted)."""
+        for w in list(self._watches):
+            w.push(session_id)
 
     def subscribe(self, session_id: str) -> Subscription:
         sub = Subscription()
@@ -82,6 +119,7 @@ class EventLog:
         """End every live feed of a session (it was deleted)."""
         for sub in self._subs.pop(session_id, set()):
             sub.push(None)
+        self.touch(session_id)
 
     async def replay(self, session_id: str, after: int, limit: int = 1000) -> list[Event]:
         return [to_model(r) for r in await self.store.events_after(session_id, after, limit)]

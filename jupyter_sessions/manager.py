@@ -560,6 +560,7 @@ class SessionManager:
             spec = SessionSpec.model_validate(row.spec)
             spec.repos.append(repo)
             await self.store.update_session(sid, spec=spec.model_dump(mode="json"))
+            self.events.touch(sid)
             ok = await self._clone(sid, repo)
             rt = self._runtimes.get(sid)
             if ok and rt and rt.sandbox:

@@ -173,6 +173,15 @@ class SessionList(BaseModel):
     sessions: list[Session]
 
 
+class SessionChange(BaseModel):
+    """One message of the sessions watch: the caller's whole list first, then each change."""
+
+    type: Literal["snapshot", "changed", "deleted"]
+    sessions: list[Session] | None = Field(default=None, description="snapshot: every session, newest first")
+    session: Session | None = Field(default=None, description="changed: the session as GET /sessions/{id} shows it")
+    id: str | None = Field(default=None, description="deleted: the id of the session that is gone")
+
+
 class Event(BaseModel):
     """One entry of a session's append-only event log."""
 

@@ -24,6 +24,7 @@ from .models import (
     ModelList,
     RepoSpec,
     Session,
+    SessionChange,
     SessionList,
     SessionPatch,
     SessionSpec,
@@ -38,6 +39,8 @@ OPERATIONS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseMode
      WorkflowList),
     ("get", "/sessions", "List the caller's sessions", None, 200, SessionList),
     ("post", "/sessions", "Create a session (Pending, then Creating, then Running)", SessionSpec, 201, Session),
+    ("get", "/sessions/watch", "Websocket: the caller's sessions (a snapshot), then each one that changes or is "
+     "deleted (one SessionChange per message)", None, 101, SessionChange),
     ("get", "/sessions/{id}", "One session", None, 200, Session),
     ("patch", "/sessions/{id}", "Rename a session", SessionPatch, 200, Session),
     ("delete", "/sessions/{id}", "Delete a session, its sandbox, workspace and events", None, 204, None),

@@ -29,6 +29,7 @@ from .models import (
     MessageIn,
     ModelList,
     RepoSpec,
+    SessionChange,
     SessionList,
     SessionPatch,
     SessionSpec,
@@ -360,11 +361,68 @@ class StreamHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHa
             self._task.cancel()
 
 
+class WatchHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+    """The caller's session list, live: a snapshot, then each session whose row changed (phase,
+    agent state, name, spec), or its deletion. Replaces polling GET /sessions in list views."""
+
+    _task: asyncio.Task | None = None
+
+    @property
+    def manager(self) -> SessionManager:
+        return self.settings["jupyter_sessions_manager"]
+
+    @ws_authenticated
+    async def get(self) -> None:
+        await self.manager.ensure_started()
+        self._owner = owner_of(self)
+        await super().get()
+
+    def open(self) -> None:  # type: ignore[override]
+        super().open()  # WebSocketMixin: keep-alive pings
+        self._task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        watch = self.manager.events.watch()  # before the snapshot: nothing between is missed
+        try:
+            rows = await self.manager.list(owner=self._owner)
+            known = {r.id for r in rows}
+            await self._send(SessionChange(type="snapshot", sessions=[to_session(r) for r in rows]))
+            while True:
+                for sid in sorted(await watch.next()):
+                    try:
+                        row = await self.manager.get(sid, owner=self._owner)
+                    except SessionNotFound:  # deleted, or someone else's (never shown, never named)
+                        if sid in known:
+                            known.discard(sid)
+                            await self._send(SessionChange(type="deleted", id=sid))
+                        continue
+                    known.add(sid)
+                    await self._send(SessionChange(type="changed", session=to_session(row)))
+        except (websocket.WebSocketClosedError, asyncio.CancelledError):
+            return
+        finally:
+            self.manager.events.unwatch(watch)
+
+    async def _send(self, change: SessionChange) -> None:
+        # only the fields this kind of change has; a session inside keeps its nulls, as in GET
+        await self.write_message(json.dumps({k: v for k, v in change.model_dump(mode="json").items()
+                                             if v is not None}))
+
+    def on_message(self, message: str | bytes) -> None:
+        """The watch is one-way; clients use the REST API to act."""
+
+    def on_close(self) -> None:
+        super().on_close()
+        if self._task is not None:
+            self._task.cancel()
+
+
 ROUTES: list[tuple[str, type]] = [
     (r"/models", ModelsHandler),
     (r"/workspaces", WorkspacesHandler),
     (r"/workflows", WorkflowsHandler),
     (r"/sessions", SessionsHandler),
+    (r"/sessions/watch", WatchHandler),  # before /sessions/{id}; ids are "s-<hex>", never "watch"
     (rf"/sessions/{SID}", SessionHandler),
     (rf"/sessions/{SID}/repos", ReposHandler),
     (rf"/sessions/{SID}/workflow", SessionWorkflowHandler),

@@ -124,6 +124,7 @@ class SessionWorkflows:
                     spec = SessionSpec.model_validate(row.spec)
                     spec.workflow = src.text
                     await self.m.store.update_session(sid, spec=spec.model_dump(mode="json"))
+                    self.m.events.touch(sid)
                     return None  # applied when the agent starts (prepare)
         async with self.m._lock(sid), self._lock(sid):
             wf = await self._attach_running(sid, src)
