@@ -208,6 +208,16 @@ export class SessionsApi {
     return url;
   }
 
+  /** websocket URL of the session-list watch (a snapshot, then each change). */
+  watchUrl(): string {
+    const s = this.serverSettings;
+    let url = URLExt.join(s.wsUrl, API_PREFIX, 'sessions', 'watch');
+    if (s.token && s.appendToken) {
+      url += `?token=${encodeURIComponent(s.token)}`;
+    }
+    return url;
+  }
+
   async raw(method: string, path: string, body?: unknown): Promise<Response> {
     // Not 'no-store': for that, ServerConnection appends a bare `?<timestamp>` cache buster,
     // and this API answers unknown query arguments with a 422. 'no-cache' still revalidates.

@@ -239,6 +239,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
 
     void model.refresh();
+    model.watch(); // live list; polling (pollInterval) only while the watch is down
     // the test harness and curious users can reach the pieces
     (app as any).jupyterSessions = { api, model, tracker, panel, openSession, create };
     console.debug('jupyter-sessions: the side panel is active');

@@ -1,7 +1,8 @@
 /**
  * The sessions this user has, shared by the side panel's list and every open session view.
- * Refreshed by polling GET /sessions (fast while the panel shows) and patched at once from the
- * event streams of open views and from the answers of our own requests.
+ * Kept live by the server's session watch (a websocket: a snapshot, then each change); polling
+ * GET /sessions only fills in while that socket is down. Also patched at once from the event
+ * streams of open views and from the answers of our own requests.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 import type { AgentState, Phase, Session, SessionsApi } from './api';
@@ -26,6 +27,22 @@ export function allowed(operation: keyof typeof ALLOWED | string, phase: string)
   return !!ALLOWED[operation]?.has(phase);
 }
 
+/** One message of GET /sessions/watch. */
+interface SessionChange {
+  type: 'snapshot' | 'changed' | 'deleted';
+  sessions?: Session[];
+  session?: Session;
+  id?: string;
+}
+
+export interface WatchOptions {
+  /** the WebSocket class (tests pass a fake) */
+  WebSocket?: typeof WebSocket;
+  /** reconnect backoff: first delay and cap (ms) */
+  baseDelay?: number;
+  maxDelay?: number;
+}
+
 export class SessionsModel {
   readonly api: SessionsApi;
   private _sessions = new Map<string, Session>();
@@ -36,6 +53,11 @@ export class SessionsModel {
   private _interval = 0;
   private _inflight: Promise<void> | null = null;
   private _disposed = false;
+  private _ws: WebSocket | null = null;
+  private _live = false;
+  private _watchOpts: WatchOptions | null = null;
+  private _attempt = 0;
+  private _reconnect: any = null;
 
   constructor(api: SessionsApi) {
     this.api = api;
@@ -54,6 +76,11 @@ export class SessionsModel {
     return this._loaded;
   }
 
+  /** true while the session watch is connected (then nothing polls) */
+  get live(): boolean {
+    return this._live;
+  }
+
   /** newest first */
   get sessions(): Session[] {
     return [...this._sessions.values()].sort((a, b) => (a.created < b.created ? 1 : a.created > b.created ? -1 : 0));
@@ -69,22 +96,7 @@ export class SessionsModel {
     }
     this._inflight = (async () => {
       try {
-        const list = await this.api.list();
-        const next = new Map(list.map(s => [s.id, s]));
-        const same =
-          this._loaded &&
-          !this._error &&
-          next.size === this._sessions.size &&
-          list.every(s => {
-            const old = this._sessions.get(s.id);
-            return old && JSON.stringify(old) === JSON.stringify(s);
-          });
-        this._sessions = next;
-        this._error = '';
-        this._loaded = true;
-        if (!same) {
-          this._changed.emit();
-        }
+        this._replace(await this.api.list());
       } catch (e: any) {
         const msg = e?.message ?? String(e);
         if (msg !== this._error) {
@@ -98,20 +110,124 @@ export class SessionsModel {
     return this._inflight;
   }
 
-  /** Poll every `ms` (0 stops). */
+  /** Poll every `ms` (0 stops) whenever the session watch is not connected. */
   poll(ms: number): void {
     if (ms === this._interval || this._disposed) {
       return;
     }
     this._interval = ms;
+    this._schedulePolling();
+  }
+
+  private _schedulePolling(): void {
     clearInterval(this._timer);
     this._timer = null;
-    if (ms > 0) {
+    if (this._interval > 0 && !this._live && !this._disposed) {
       this._timer = setInterval(() => {
         if (typeof document === 'undefined' || !document.hidden) {
           void this.refresh();
         }
-      }, ms);
+      }, this._interval);
+    }
+  }
+
+  /** Follow the server's session watch; reconnects with backoff, polling meanwhile. */
+  watch(opts: WatchOptions = {}): void {
+    if (this._watchOpts || this._disposed) {
+      return;
+    }
+    this._watchOpts = opts;
+    this._connect();
+  }
+
+  private _connect(): void {
+    const opts = this._watchOpts!;
+    const Ctor = opts.WebSocket ?? this.api.serverSettings.WebSocket;
+    let ws: WebSocket;
+    try {
+      ws = new Ctor(this.api.watchUrl());
+    } catch {
+      this._retry();
+      return;
+    }
+    this._ws = ws;
+    ws.onmessage = (msg: MessageEvent) => {
+      let change: SessionChange;
+      try {
+        change = JSON.parse(typeof msg.data === 'string' ? msg.data : String(msg.data));
+      } catch {
+        return;
+      }
+      this._apply(change);
+    };
+    ws.onerror = () => {
+      /* onclose follows */
+    };
+    ws.onclose = () => {
+      if (this._ws !== ws) {
+        return;
+      }
+      this._ws = null;
+      if (this._live) {
+        this._live = false;
+        this._schedulePolling(); // a server without the watch, or a dropped one: poll meanwhile
+      }
+      this._retry();
+    };
+  }
+
+  private _retry(): void {
+    if (this._disposed) {
+      return;
+    }
+    const opts = this._watchOpts!;
+    const delay = Math.min(opts.maxDelay ?? 30_000, (opts.baseDelay ?? 1000) * 2 ** this._attempt);
+    this._attempt++;
+    clearTimeout(this._reconnect);
+    this._reconnect = setTimeout(() => {
+      this._reconnect = null;
+      if (!this._disposed && !this._ws) {
+        this._connect();
+      }
+    }, delay);
+  }
+
+  private _apply(change: SessionChange): void {
+    if (change.type === 'snapshot' && change.sessions) {
+      // the socket works: the snapshot is the list, and polling rests until the socket drops
+      this._attempt = 0;
+      this._live = true;
+      this._schedulePolling();
+      this._replace(change.sessions);
+    } else if (change.type === 'changed' && change.session) {
+      const old = this._sessions.get(change.session.id);
+      if (old && old.last_seq > change.session.last_seq) {
+        return; // an open view's stream already applied newer events
+      }
+      if (!old || JSON.stringify(old) !== JSON.stringify(change.session)) {
+        this.upsert(change.session);
+      }
+    } else if (change.type === 'deleted' && change.id) {
+      this.remove(change.id);
+    }
+  }
+
+  /** Take `list` as the whole truth; emit only when something differs. */
+  private _replace(list: Session[]): void {
+    const next = new Map(list.map(s => [s.id, s]));
+    const same =
+      this._loaded &&
+      !this._error &&
+      next.size === this._sessions.size &&
+      list.every(s => {
+        const old = this._sessions.get(s.id);
+        return old && JSON.stringify(old) === JSON.stringify(s);
+      });
+    this._sessions = next;
+    this._error = '';
+    this._loaded = true;
+    if (!same) {
+      this._changed.emit();
     }
   }
 
@@ -167,6 +283,17 @@ export class SessionsModel {
   dispose(): void {
     this._disposed = true;
     clearInterval(this._timer);
+    clearTimeout(this._reconnect);
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) {
+      ws.onclose = ws.onmessage = ws.onerror = null;
+      try {
+        ws.close();
+      } catch {
+        /* ignore */
+      }
+    }
     Signal.clearData(this);
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The left-sidebar panel: the user's sessions (name, model, phase, agent-state badge, age) with a
- * filter, kept live by polling and by the event streams of open session views.
+ * filter, kept live by the model (the server's session watch, polling while it is down).
  */
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';

@@ -73,6 +73,10 @@ def lab(tmp_path):
     (tmp_path / "replays" / "demo.json").write_text(json.dumps(REPLAY))
     lab = Lab(tmp_path, {"sandbox": "local", "enable_replay": True, "replay_dir": str(tmp_path / "replays")},
               base_url="/user/ada/", token="labpanel-test-token")
+    # poll once a minute (the most the setting allows): the list must stay live through the session watch
+    settings = tmp_path / "settings" / "jupyter-sessions" / "plugin.jupyterlab-settings"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"pollInterval": 60}))
     if not lab.extension:
         pytest.fail("the JupyterLab extension is not built: run `cd labextension && jlpm install && jlpm build` "
                     "(or `pip install .`)")
@@ -409,6 +413,17 @@ def run_scenario(browser, page, lab: Lab, artifacts: Path, repo: Path) -> None:
     expect(panel.locator(".jps-lab-item")).to_have_count(1, timeout=15_000)
     expect(clone_view).to_have_count(0, timeout=10_000)
     assert [s["id"] for s in lab.api("GET", "sessions")["sessions"]] == [sid]
+
+    mark("live list")
+    # --- the list is live: a session made and deleted elsewhere (here: the REST API) shows up and goes,
+    # with polling set to once a minute (the lab fixture's settings), so only the session watch can do it
+    assert page.evaluate("() => window.jupyterapp.jupyterSessions.model.live")
+    other = lab.api("POST", "sessions", {"display_name": "Made by the API", "model": "replay"})
+    item_o = panel.locator(f".jps-lab-item[data-id='{other['id']}']")
+    expect(item_o.locator(".jps-lab-item-name")).to_have_text("Made by the API", timeout=5_000)
+    expect(item_o.locator(".jps-phase")).to_have_text("Running", timeout=30_000)
+    lab.api("DELETE", f"sessions/{other['id']}")
+    expect(item_o).to_have_count(0, timeout=5_000)
 
     # the filter
     panel.locator(".jps-lab-filter").fill("nothing-matches-this")
