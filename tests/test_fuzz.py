@@ -31,8 +31,9 @@ def api_schema(live_server):
         f"http://127.0.0.1:{live_server.port}/jupyter-sessions/api/openapi.json",
         headers={"Authorization": f"token {live_server.token}"},
     )
-    # The websocket stream is not plain HTTP; it has its own tests (tests/test_stream.py).
-    return schema.exclude(path_regex="/stream")
+    # The websockets (a session's stream, the sessions watch) are not plain HTTP; they have their
+    # own tests (tests/test_stream.py).
+    return schema.exclude(path_regex="/stream$|/watch$")
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
