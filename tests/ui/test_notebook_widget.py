@@ -52,7 +52,11 @@ REPLAY = {
 NOTEBOOK = "ui.ipynb"
 CELLS = ('%load_ext jupyter_sessions\n%session new --model replay:ui --name "UI demo" --no-widget',
          "%%agent\nPlease look around, then ask me what to build.",
-         "import time\ntime.sleep(8)  # the kernel is busy; the chat keeps streaming")
+         # the kernel stays busy until the agent asks its question: the chat streams meanwhile
+         "import time\nfrom jupyter_sessions.client import SessionsClient\n"
+         "c, t0 = SessionsClient(), time.time()\nsid = c.sessions()[0]['id']\n"
+         "while c.session(sid)['agent_state'] != 'waiting_input' and time.time() - t0 < 90:\n"
+         "    time.sleep(0.2)")
 
 
 @pytest.fixture
