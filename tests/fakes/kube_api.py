@@ -28,6 +28,7 @@ import json
 import socket
 import ssl
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -329,17 +330,27 @@ class FakeKube:
     async def _release_claim(self, ns: str, name: str) -> None:
         while self._claim_users(ns, name):  # kubernetes.io/pvc-protection
             await asyncio.sleep(0.05)
-        obj = self.objects["persistentvolumeclaims"].pop((ns, name), None)
+        obj = self.objects["persistentvolumeclaims"].get((ns, name))
         if obj is not None and name not in self.host_claims:
+            # the claim is gone only once its volume is (a client that sees 404 may count on that)
             await asyncio.to_thread(self._remove_volume, self._volume_name(obj))
+        self.objects["persistentvolumeclaims"].pop((ns, name), None)
 
-    def _remove_volume(self, volume: str) -> None:
+    def _remove_volume(self, volume: str, patience: float = 15) -> None:
+        """Remove a claim's volume, waiting out a pod container that Docker is still removing."""
         import docker.errors
 
-        try:
-            self.docker.volumes.get(volume).remove(force=True)
-        except docker.errors.APIError:
-            pass
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                self.docker.volumes.get(volume).remove(force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as e:
+                if e.status_code != 409 or time.monotonic() > deadline:  # 409: still in use
+                    return
+                time.sleep(0.1)
 
     def _volume_name(self, pvc: dict) -> str:
         return f"{self.label}-{pvc['spec']['volumeName']}"
