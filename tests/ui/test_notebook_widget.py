@@ -60,7 +60,7 @@ CELLS = ('%load_ext jupyter_sessions\n%session new --model replay:ui --name "UI 
 
 
 # The input prompts of the notebook's cells, e.g. "[1]:|[2]:|[*]:" ("*": running or queued). The
-# kernel's status is no signal: each widget comm message it handles ends in an "idle" status.
+# kernel's status is no signal here: with widget traffic flowing it read "idle" while a cell ran.
 CELL_STATES = "() => [...document.querySelectorAll('.jp-Notebook .jp-InputArea-prompt')].map(n => n.textContent).join('|')"
 
 
