@@ -25,7 +25,7 @@ async def running_session(api) -> str:
 
 
 async def read_until(ws, done, timeout: float = 20) -> list[dict]:
-    """Read events until `done(events)` is true (the agent may interleave its own events)."""
+    """Read messages until `done(messages)` is true (the agent may interleave its own events)."""
     got: list[dict] = []
     while not done(got):
         msg = await asyncio.wait_for(ws.read_message(), timeout)
@@ -104,16 +104,6 @@ async def test_stream_requires_auth_and_known_session(api, jp_ws_fetch):
     assert exc.value.code == 404
 
 
-async def read_changes(ws, done, timeout: float = 20) -> list[dict]:
-    """Read watch messages until `done(messages)` is true."""
-    got: list[dict] = []
-    while not done(got):
-        msg = await asyncio.wait_for(ws.read_message(), timeout)
-        assert msg is not None, "watch closed early"
-        got.append(json.loads(msg))
-    return got
-
-
 def phases_of(changes: list[dict], sid: str) -> list[str]:
     return [c["session"]["phase"] for c in changes if c["type"] == "changed" and c["session"]["id"] == sid]
 
@@ -127,19 +117,19 @@ async def test_watch_sends_the_list_then_every_change(api, jp_ws_fetch):
     assert snapshot["sessions"][0] == await api.ok("GET", "sessions", old) | {"last_seq": snapshot["sessions"][0]["last_seq"]}
 
     new = (await api.ok("POST", "sessions", body={"display_name": "watched"}))["id"]
-    got = await read_changes(ws, lambda g: "Running" in phases_of(g, new))
+    got = await read_until(ws, lambda g: "Running" in phases_of(g, new))
     assert phases_of(got, new)[0] in ("Pending", "Creating")  # seen from the start, not only at the end
     assert all(c["type"] == "changed" and set(c) == {"type", "session"} for c in got)
 
     await api.ok("PATCH", "sessions", new, body={"display_name": "renamed"})
-    got = await read_changes(ws, lambda g: any(c["type"] == "changed" and c["session"]["display_name"] == "renamed"
+    got = await read_until(ws, lambda g: any(c["type"] == "changed" and c["session"]["display_name"] == "renamed"
                                                for c in g))
     await api.ok("POST", "sessions", old, "stop")
-    got = await read_changes(ws, lambda g: "Stopped" in phases_of(g, old))
+    got = await read_until(ws, lambda g: "Stopped" in phases_of(g, old))
     assert phases_of(got, old)[-1] == "Stopped" and got[-1]["session"]["reason"]
 
     await api.call("DELETE", "sessions", new)
-    got = await read_changes(ws, lambda g: {"type": "deleted", "id": new} in g)
+    got = await read_until(ws, lambda g: {"type": "deleted", "id": new} in g)
     ws.close()
 
 
