@@ -147,6 +147,16 @@ def fake(run):
 
 
 @pytest.fixture
+def model():
+    """The fake Anthropic server on its own loop thread, for a Jupyter server in another process."""
+    from fakes.anthropic_server import ThreadedFake
+
+    f = ThreadedFake()
+    yield f
+    f.close()
+
+
+@pytest.fixture
 def manager(jp_serverapp):
     return jp_serverapp.web_app.settings["jupyter_sessions_manager"]
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 from fakes.anthropic_server import reply, text, tool_use
 from server_process import Server
-from test_faults import ThreadedFake
 
 pytestmark = pytest.mark.skipif(
     not (os.environ.get("CI") == "true" or os.environ.get("JUPYTER_SESSIONS_ALLOW_DOCKERD_RESTART")),
@@ -75,13 +74,6 @@ def start_dockerd(argv: list[str], log_path: str, end: float) -> None:
     while not docker_answers():
         assert time.time() < end, "dockerd did not come back:\n" + Path(log_path).read_text(errors="replace")[-3000:]
         time.sleep(0.5)
-
-
-@pytest.fixture
-def model():
-    f = ThreadedFake()
-    yield f
-    f.close()
 
 
 @pytest.fixture

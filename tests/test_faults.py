@@ -3,47 +3,18 @@ stream. Each ends in a true phase with no lost event, no orphan and no dangling 
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sqlite3
-import threading
 import time
 
 import pytest
 
-from fakes.anthropic_server import FakeAnthropic, reply, text, tool_use
+from fakes.anthropic_server import reply, text, tool_use
 from server_process import Server
 
 QUESTION = {"questions": [{"question": "Go on?", "header": "Confirm", "multiSelect": False,
                            "options": [{"label": "Yes", "description": "continue"},
                                        {"label": "No", "description": "stop here"}]}]}
-
-
-class ThreadedFake:
-    """The scripted fake Anthropic server on its own loop, for a server in another process."""
-
-    def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.fake: FakeAnthropic = self.run(FakeAnthropic().start())
-
-    def run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def push(self, *replies):
-        self.loop.call_soon_threadsafe(self.fake.push, *replies)
-
-    def close(self):
-        self.run(self.fake.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-@pytest.fixture
-def model():
-    f = ThreadedFake()
-    yield f
-    f.close()
 
 
 @pytest.fixture

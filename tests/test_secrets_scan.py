@@ -37,7 +37,6 @@ import pytest
 from fakes.anthropic_server import reply, text, tool_use
 from fakes.langfuse_server import FakeLangfuse
 from server_process import Server
-from test_faults import ThreadedFake
 
 MASK = "[secret masked]"
 # Shapes no credential regex knows: only the server's knowledge of its own values can mask them.
@@ -111,13 +110,6 @@ def git_server(tmp_path):
     srv = GitServer(served)
     yield srv
     srv.close()
-
-
-@pytest.fixture
-def model():
-    f = ThreadedFake()
-    yield f
-    f.close()
 
 
 @pytest.fixture

@@ -7,9 +7,11 @@ retry-after, so the real `anthropic` SDK is exercised on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
+import threading
 
 from . import CLOSE, SSE, HTTPError, ScriptedServer
 
@@ -110,3 +112,23 @@ class FakeAnthropic(ScriptedServer):
     def exhausted_body(self) -> dict:
         return {"type": "error", "error": {"type": "invalid_request_error",
                                            "message": "fake server: no scripted reply left"}}
+
+
+class ThreadedFake:
+    """The scripted fake Anthropic server on its own loop, for a server in another process."""
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fake: FakeAnthropic = self.run(FakeAnthropic().start())
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def push(self, *replies):
+        self.loop.call_soon_threadsafe(self.fake.push, *replies)
+
+    def close(self):
+        self.run(self.fake.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -34,9 +34,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("playwright.sync_api")
-from fakes.anthropic_server import reply, text, tool_use
+from fakes.anthropic_server import ThreadedFake, reply, text, tool_use
 from lab_harness import CHROMIUM, Lab, command, launch, open_notebook, write_notebook
-from test_faults import ThreadedFake
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
@@ -219,13 +218,6 @@ def wait_for_snapshot(path: Path, timeout: float = 30) -> list[str]:
             return snaps
         assert time.monotonic() < end, f"no widget snapshot with the chat in the saved notebook: {snaps!r:.500}"
         time.sleep(0.5)
-
-
-@pytest.fixture
-def model():
-    f = ThreadedFake()
-    yield f
-    f.close()
 
 
 @pytest.fixture
