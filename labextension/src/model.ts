@@ -6,6 +6,7 @@
  */
 import { ISignal, Signal } from '@lumino/signaling';
 import type { AgentState, Phase, Session, SessionsApi } from './api';
+import { closeQuietly } from './socket';
 
 export const RESTING: ReadonlySet<string> = new Set(['Stopped', 'Completed', 'Failed']);
 export const ACTIVE: ReadonlySet<string> = new Set(['Pending', 'Creating', 'Running']);
@@ -284,16 +285,8 @@ export class SessionsModel {
     this._disposed = true;
     clearInterval(this._timer);
     clearTimeout(this._reconnect);
-    const ws = this._ws;
+    closeQuietly(this._ws);
     this._ws = null;
-    if (ws) {
-      ws.onclose = ws.onmessage = ws.onerror = null;
-      try {
-        ws.close();
-      } catch {
-        /* ignore */
-      }
-    }
     Signal.clearData(this);
   }
 }

@@ -6,6 +6,7 @@
 import { Feed, type ChatState, type SessionEvent } from '@jupyter-sessions/chat';
 import { ISignal, Signal } from '@lumino/signaling';
 import type { SessionsApi } from './api';
+import { closeQuietly } from './socket';
 
 export type StreamStatus = 'connecting' | 'live' | 'reconnecting' | 'closed' | 'error';
 
@@ -108,16 +109,8 @@ export class SessionStream {
     }
     clearTimeout(this._timer);
     this._timer = null;
-    const ws = this._ws;
+    closeQuietly(this._ws);
     this._ws = null;
-    if (ws) {
-      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
-      try {
-        ws.close();
-      } catch {
-        /* already closed */
-      }
-    }
     this._connect();
   }
 
@@ -246,16 +239,8 @@ export class SessionStream {
     clearTimeout(this._timer);
     clearTimeout(this._batch);
     this._win?.removeEventListener('online', this._onOnline);
-    const ws = this._ws;
+    closeQuietly(this._ws);
     this._ws = null;
-    if (ws) {
-      ws.onclose = ws.onmessage = ws.onerror = ws.onopen = null;
-      try {
-        ws.close();
-      } catch {
-        /* ignore */
-      }
-    }
     Signal.clearData(this);
   }
 }
