@@ -317,14 +317,34 @@ class OpenAPIHandler(BaseHandler):
         self.send(openapi_document(self.base_url))
 
 
-class StreamHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
-    """Replay from `after`, then follow live; one JSON event per message."""
+class PushSocket(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+    """A one-way websocket: once open, `_pump` writes until it ends or the client goes away.
+    Clients act through the REST API; what they send here is ignored."""
 
     _task: asyncio.Task | None = None
 
     @property
     def manager(self) -> SessionManager:
         return self.settings["jupyter_sessions_manager"]
+
+    def open(self, *args: str) -> None:  # type: ignore[override]
+        super().open(*args)  # WebSocketMixin: keep-alive pings
+        self._task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        raise NotImplementedError
+
+    def on_message(self, message: str | bytes) -> None:
+        """One-way: ignored."""
+
+    def on_close(self) -> None:
+        super().on_close()
+        if self._task is not None:
+            self._task.cancel()
+
+
+class StreamHandler(PushSocket):
+    """Replay from `after`, then follow live; one JSON event per message."""
 
     @ws_authenticated
     async def get(self, sid: str) -> None:
@@ -340,10 +360,6 @@ class StreamHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHa
         self._sid = sid
         await super().get(sid)
 
-    def open(self, sid: str) -> None:  # type: ignore[override]
-        super().open(sid)  # WebSocketMixin: keep-alive pings
-        self._task = asyncio.ensure_future(self._pump())
-
     async def _pump(self) -> None:
         try:
             async for event in self.manager.events.follow(self._sid, self._after):
@@ -352,34 +368,16 @@ class StreamHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHa
             return
         self.close(1000, "session deleted")
 
-    def on_message(self, message: str | bytes) -> None:
-        """The stream is one-way; clients use the REST API to act."""
 
-    def on_close(self) -> None:
-        super().on_close()
-        if self._task is not None:
-            self._task.cancel()
-
-
-class WatchHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHandler, websocket.WebSocketHandler):
+class WatchHandler(PushSocket):
     """The caller's session list, live: a snapshot, then each session whose row changed (phase,
     agent state, name, spec), or its deletion. Replaces polling GET /sessions in list views."""
-
-    _task: asyncio.Task | None = None
-
-    @property
-    def manager(self) -> SessionManager:
-        return self.settings["jupyter_sessions_manager"]
 
     @ws_authenticated
     async def get(self) -> None:
         await self.manager.ensure_started()
         self._owner = owner_of(self)
         await super().get()
-
-    def open(self) -> None:  # type: ignore[override]
-        super().open()  # WebSocketMixin: keep-alive pings
-        self._task = asyncio.ensure_future(self._pump())
 
     async def _pump(self) -> None:
         watch = self.manager.events.watch()  # before the snapshot: nothing between is missed
@@ -407,14 +405,6 @@ class WatchHandler(JsonErrors, ExtensionHandlerMixin, WebSocketMixin, JupyterHan
         # only the fields this kind of change has; a session inside keeps its nulls, as in GET
         await self.write_message(json.dumps({k: v for k, v in change.model_dump(mode="json").items()
                                              if v is not None}))
-
-    def on_message(self, message: str | bytes) -> None:
-        """The watch is one-way; clients use the REST API to act."""
-
-    def on_close(self) -> None:
-        super().on_close()
-        if self._task is not None:
-            self._task.cancel()
 
 
 ROUTES: list[tuple[str, type]] = [
