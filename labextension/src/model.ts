@@ -202,9 +202,6 @@ export class SessionsModel {
       this._replace(change.sessions);
     } else if (change.type === 'changed' && change.session) {
       const old = this._sessions.get(change.session.id);
-      if (old && old.last_seq > change.session.last_seq) {
-        return; // an open view's stream already applied newer events
-      }
       if (!old || JSON.stringify(old) !== JSON.stringify(change.session)) {
         this.upsert(change.session);
       }
@@ -213,16 +210,22 @@ export class SessionsModel {
     }
   }
 
-  /** Take `list` as the whole truth; emit only when something differs. */
+  /** What we hold for `s.id` when it is newer than `s` (by last_seq), else undefined. */
+  private _newer(s: Session): Session | undefined {
+    const old = this._sessions.get(s.id);
+    return old && old.last_seq > s.last_seq ? old : undefined;
+  }
+
+  /** Take `list` as the whole truth (but never step a session back); emit only when something differs. */
   private _replace(list: Session[]): void {
-    const next = new Map(list.map(s => [s.id, s]));
+    const next = new Map(list.map(s => [s.id, this._newer(s) ?? s]));
     const same =
       this._loaded &&
       !this._error &&
       next.size === this._sessions.size &&
       list.every(s => {
         const old = this._sessions.get(s.id);
-        return old && JSON.stringify(old) === JSON.stringify(s);
+        return old && JSON.stringify(old) === JSON.stringify(next.get(s.id));
       });
     this._sessions = next;
     this._error = '';
@@ -232,7 +235,15 @@ export class SessionsModel {
     }
   }
 
+  /**
+   * Take a session as the server sent it, unless what we have is newer by `last_seq`: a request's
+   * answer (stop, resume) can arrive after the stream or the watch applied later events, and with
+   * the list live there is no next poll to set it right.
+   */
   upsert(s: Session): void {
+    if (this._newer(s)) {
+      return;
+    }
     this._sessions.set(s.id, s);
     this._loaded = true;
     this._changed.emit();

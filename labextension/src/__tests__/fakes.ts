@@ -164,6 +164,7 @@ export class FakeServer {
       }
       if (call.method === 'PATCH' && !op) {
         s.display_name = call.body.display_name;
+        s.last_seq++; // like the server: the change is an event, and the answer carries its seq
         return { status: 200, body: s };
       }
       if (call.method === 'DELETE' && !op) {
@@ -172,10 +173,12 @@ export class FakeServer {
       }
       if (op === 'stop') {
         s.phase = 'Stopping';
+        s.last_seq++;
         return { status: 202, body: s };
       }
       if (op === 'resume') {
         s.phase = 'Creating';
+        s.last_seq++;
         return { status: 202, body: s };
       }
       if (op === 'clone') {

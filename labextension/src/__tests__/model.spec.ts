@@ -77,4 +77,19 @@ describe('SessionsModel watch', () => {
     expect(model.sessions.map(s => s.id)).toEqual(['z']);
     model.dispose();
   });
+
+  it('never steps a session back: a late request answer or a stale list keeps the newer state', async () => {
+    const { server, model } = setup();
+    model.upsert(session('a', { phase: 'Pending', last_seq: 10 })); // resume accepted
+    model.applyEvent('a', { type: 'PHASE_CHANGED', seq: 12, data: { phase: 'Running', reason: 'sandbox ready' } });
+    model.upsert(session('a', { phase: 'Pending', last_seq: 10 })); // the same answer, delivered late
+    expect(model.get('a')!.phase).toBe('Running');
+    server.sessions.set('a', session('a', { phase: 'Creating', last_seq: 11 })); // a poll read before seq 12
+    await model.refresh();
+    expect(model.get('a')!.phase).toBe('Running');
+    server.sessions.set('a', session('a', { phase: 'Stopped', last_seq: 15 })); // a newer one wins
+    await model.refresh();
+    expect(model.get('a')!.phase).toBe('Stopped');
+    model.dispose();
+  });
 });

@@ -144,6 +144,7 @@ describe('SessionView', () => {
   it('renames, clones (and opens the copy), and deletes after confirmation', async () => {
     const { view, ws, server, opened, model } = await setup();
     ws.emit(...transcript().slice(0, 3));
+    server.sessions.get('s1')!.last_seq = 3; // the server's row is at the log's last seq
     await flush(5);
     click(view.renameButton);
     await flush(5);
